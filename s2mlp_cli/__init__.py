@@ -1,0 +1,26 @@
+"""s2mlp: the S²-MLPv2 model zoo and command-line tool.
+
+Importing this package is cheap (no torch); `create_model` and `load_weights` import torch when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from s2mlp_cli.errors import S2MLPError
+
+if TYPE_CHECKING:
+    import torch
+
+__version__ = "0.1.0"
+__all__ = ["S2MLPError", "__version__", "create_model"]
+
+
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> torch.nn.Module:
+    """Build a zoo model by card name or alias (`small`, `s2mlpv2_medium`, `vip_s7`, ...).
+
+    `overrides` replace the card's constructor arguments (e.g. `num_classes=10`, `drop_path_rate=0.0`).
+    """
+    from s2mlp_cli.models import create_model as _create_model
+
+    return _create_model(name, pretrained=pretrained, **overrides)

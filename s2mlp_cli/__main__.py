@@ -1,0 +1,3 @@
+from s2mlp_cli.cli import main
+
+main()

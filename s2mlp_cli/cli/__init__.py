@@ -1,0 +1,62 @@
+"""The `s2mlp` command: a thin root group whose commands are imported only when run.
+
+Nothing here imports torch, timm or torchvision, so `s2mlp --help` answers in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import click
+
+from s2mlp_cli import __version__
+from s2mlp_cli.errors import S2MLPError
+
+# name -> "module:attribute", in the order `--help` lists them
+COMMANDS = {
+    "list": "s2mlp_cli.cli.list_cmd:list_command",
+    "info": "s2mlp_cli.cli.info_cmd:info_command",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module on first use, and turns expected failures into one-line errors."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except S2MLPError as e:
+            raise click.ClickException(str(e)) from e
+        except Exception as e:
+            if os.environ.get("S2MLP_DEBUG"):
+                raise
+            message = str(e).splitlines()[0] if str(e) else ""
+            raise click.ClickException(
+                f"unexpected {type(e).__name__}: {message} (set S2MLP_DEBUG=1 for the traceback)"
+            ) from e
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="s2mlp")
+def main() -> None:
+    """S²-MLPv2 model zoo: fetch verified weights, evaluate on ImageNet, benchmark against peers.
+
+    \b
+    Examples:
+      s2mlp list
+      s2mlp info medium
+      s2mlp info vip_s7 --json
+    """

@@ -1,0 +1,71 @@
+"""`s2mlp list`: the zoo at a glance."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from s2mlp_cli.cli._options import json_option
+from s2mlp_cli.console import out, print_json
+from s2mlp_cli.zoo import FAMILIES, cards
+
+
+def _row(card) -> dict:
+    return {
+        "name": card.name,
+        "family": card.family,
+        "aliases": list(card.aliases),
+        "params_m": round(card.params / 1e6, 2),
+        "gmacs": card.gmacs,
+        "input_size": card.preprocess.input_size,
+        "paper_top1": card.paper.get("top1"),
+        "weights": card.weights.status,
+    }
+
+
+@click.command("list")
+@click.option("--family", help="Only this family (s2mlpv2, s2mlp, vip, gfnet, gfnet_pyramid, timm).")
+@json_option
+def list_command(family: str | None, as_json: bool) -> None:
+    """List the model zoo: params, GMACs, input size, the paper's top-1 and weight status.
+
+    \b
+    Examples:
+      s2mlp list
+      s2mlp list --family vip
+      s2mlp list --json
+    """
+    ordered = sorted(cards().values(), key=lambda c: (FAMILIES.index(c.family), c.params))
+    rows = [_row(c) for c in ordered if family is None or c.family == family]
+    if family is not None and not rows:
+        families = sorted({c.family for c in cards().values()})
+        raise click.BadParameter(
+            f"no cards of family {family!r}; families: {', '.join(families)}", param_hint="--family"
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="s2mlp model zoo", title_justify="left")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("alias", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("params (M)", justify="right", no_wrap=True)
+    table.add_column("GMACs", justify="right", no_wrap=True)
+    table.add_column("input", justify="right", no_wrap=True)
+    table.add_column("paper top-1", justify="right", no_wrap=True)
+    table.add_column("weights", no_wrap=True)
+    for r in rows:
+        top1 = "-" if r["paper_top1"] is None else f"{r['paper_top1']:.1f}%"
+        alias = r["aliases"][0] if r["aliases"] else ""
+        table.add_row(
+            Text(r["name"]),
+            Text(alias),
+            r["family"],
+            f"{r['params_m']:.2f}",
+            f"{r['gmacs']:.2f}",
+            str(r["input_size"]),
+            top1,
+            r["weights"],
+        )
+    out.print(table)

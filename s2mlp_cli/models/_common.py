@@ -1,0 +1,99 @@
+"""Parts shared by the pyramid MLP families (ViP, S²-MLPv2): stem, downsampling, stage layout, init.
+
+ViP (Hou et al., "Vision Permutator", arXiv 2106.12368, github.com/Andrew-Qibin/VisionPermutator)
+defines the skeleton; S²-MLPv2 reuses it exactly, so both build `network` with `build_network`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches: (B, 3, H, W) -> (B, C, H/p, W/p)."""
+
+    def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """Between stages, channels-last: k=s=2 when the grid halves, k=s=1 when only the width changes."""
+
+    def __init__(self, in_dim: int, out_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_dim, out_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+        x = self.proj(x)
+        return x.permute(0, 2, 3, 1)  # (B, C, H', W') -> (B, H', W', C')
+
+
+def check_stages(layers: Sequence[int], **per_stage: Sequence) -> None:
+    """Every per-stage list must have one entry per stage: a clear error instead of an IndexError."""
+    if not layers or any(int(n) < 1 for n in layers):
+        raise ValueError(f"layers must list at least one stage of >= 1 block, got {list(layers)}")
+    for name, values in per_stage.items():
+        if len(values) != len(layers):
+            raise ValueError(f"{name} has {len(values)} entries but layers has {len(layers)} stages")
+
+
+def build_network(
+    layers: Sequence[int],
+    embed_dims: Sequence[int],
+    transitions: Sequence[bool],
+    make_block: Callable[[int, int, float], nn.Module],
+    drop_path_rate: float,
+) -> tuple[nn.ModuleList, int]:
+    """ViP's `network`: stage i, then a Downsample where transitions[i] or the width changes.
+
+    `make_block(stage, dim, drop_path)` builds one block. Drop path ramps linearly from 0 to
+    `drop_path_rate` over all blocks of all stages. Returns the network and its total stride after the stem.
+    """
+    total = sum(layers)
+    network: list[nn.Module] = []
+    stride, index = 1, 0
+    for i, depth in enumerate(layers):
+        blocks = []
+        for _ in range(depth):
+            dpr = drop_path_rate * index / (total - 1) if total > 1 else 0.0
+            blocks.append(make_block(i, embed_dims[i], dpr))
+            index += 1
+        network.append(nn.Sequential(*blocks))
+        if i == len(layers) - 1:
+            break
+        if transitions[i] or embed_dims[i] != embed_dims[i + 1]:
+            patch = 2 if transitions[i] else 1
+            network.append(Downsample(embed_dims[i], embed_dims[i + 1], patch))
+            stride *= patch
+    return nn.ModuleList(network), stride
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViP's init: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0); convs keep torch's default."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: Sequence[str] = ("module.",)) -> dict:
+    """Drop wrapper prefixes (DistributedDataParallel's `module.`, torch.compile's `_orig_mod.`)."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
