@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
 __version__ = "0.1.0"
-__all__ = ["S2MLPError", "__version__", "create_model"]
+__all__ = ["S2MLPError", "__version__", "create_model", "load_weights"]
 
 
 def create_model(name: str, pretrained: bool = False, **overrides: Any) -> torch.nn.Module:
@@ -24,3 +24,13 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> torch
     from s2mlp_cli.models import create_model as _create_model
 
     return _create_model(name, pretrained=pretrained, **overrides)
+
+
+def load_weights(model: torch.nn.Module, path: str, *, reset_head: bool = False) -> torch.nn.Module:
+    """Load a .safetensors or official .pth / .pth.tar checkpoint into `model`, strictly and safely.
+
+    `reset_head=True` keeps the model's own classifier when the checkpoint has another number of classes.
+    """
+    from s2mlp_cli.weights import load_weights as _load_weights
+
+    return _load_weights(model, path, reset_head=reset_head)

@@ -121,3 +121,14 @@ def test_installed_entry_point_and_module() -> None:
     assert any(r["name"] == "s2mlpv2_medium" for r in json.loads(done.stdout))
     done = subprocess.run([str(exe), "info", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_list_shows_every_variant_with_its_counts() -> None:
+    from s2mlp_cli.zoo import cards
+
+    rows = {r["name"]: r for r in json.loads(run("list", "--json").stdout)}
+    assert set(rows) == set(cards())
+    for name, card in cards().items():
+        assert rows[name]["params_m"] == round(card.params / 1e6, 2) and rows[name]["gmacs"] == card.gmacs
+    assert rows["vip_s7"]["weights"] == "manual download" and rows["mixer_b16_224"]["weights"] == "hub"
+    assert rows["mixer_s16_224"]["weights"] == "not published"

@@ -15,6 +15,7 @@ def _write(directory: Path, name: str, **changes) -> Path:
     data = yaml.safe_load((zoo_dir() / "s2mlpv2_small.yaml").read_text())
     data["name"] = name
     data["aliases"] = []
+    data["peers"] = []
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
         node = data

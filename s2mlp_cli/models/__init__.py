@@ -19,6 +19,10 @@ from s2mlp_cli.zoo import Card, cards, get_card
 # family -> "module:class"; each constructor takes keyword-only arguments named as in the official code.
 _FAMILIES = {
     "s2mlpv2": "s2mlp_cli.models.s2mlpv2:S2MLPv2",
+    "s2mlp": "s2mlp_cli.models.s2mlp:S2MLP",
+    "vip": "s2mlp_cli.models.vip:VisionPermutator",
+    "gfnet": "s2mlp_cli.models.gfnet:GFNet",
+    "gfnet_pyramid": "s2mlp_cli.models.gfnet:GFNetPyramid",
 }
 
 # Arguments timm.create_model passes to every entrypoint that our constructors do not take.
@@ -67,7 +71,9 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Mo
     if card.family == "timm":
         import timm
 
-        model = timm.create_model(card.name, pretrained=pretrained, **{**card.arch, **overrides})
+        # with weights, name the exact pretrained tag the card points at (timm/<name>.<tag>)
+        timm_name = card.weights.repo.split("/", 1)[1] if pretrained and card.weights.repo else card.name
+        model = timm.create_model(timm_name, pretrained=pretrained, **{**card.arch, **overrides})
     else:
         model = build(card.family, **{**card.arch, **overrides})
         model.pretrained_cfg = model.default_cfg = pretrained_cfg(card)

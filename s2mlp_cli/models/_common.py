@@ -46,6 +46,11 @@ def check_stages(layers: Sequence[int], **per_stage: Sequence) -> None:
             raise ValueError(f"{name} has {len(values)} entries but layers has {len(layers)} stages")
 
 
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """Stochastic depth ramped linearly from 0 to `rate` over `n` blocks (every family's rule)."""
+    return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
 def build_network(
     layers: Sequence[int],
     embed_dims: Sequence[int],
@@ -58,16 +63,11 @@ def build_network(
     `make_block(stage, dim, drop_path)` builds one block. Drop path ramps linearly from 0 to
     `drop_path_rate` over all blocks of all stages. Returns the network and its total stride after the stem.
     """
-    total = sum(layers)
+    rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
     network: list[nn.Module] = []
-    stride, index = 1, 0
+    stride = 1
     for i, depth in enumerate(layers):
-        blocks = []
-        for _ in range(depth):
-            dpr = drop_path_rate * index / (total - 1) if total > 1 else 0.0
-            blocks.append(make_block(i, embed_dims[i], dpr))
-            index += 1
-        network.append(nn.Sequential(*blocks))
+        network.append(nn.Sequential(*(make_block(i, embed_dims[i], next(rates)) for _ in range(depth))))
         if i == len(layers) - 1:
             break
         if transitions[i] or embed_dims[i] != embed_dims[i + 1]:

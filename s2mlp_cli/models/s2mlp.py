@@ -1,0 +1,103 @@
+"""S²-MLP: Spatial-Shift MLP Architecture for Vision.
+
+Yu, Li, Cai, Sun, Li; WACV 2022, arXiv 2106.07477. The authors released no code; this is written from the
+paper and shares its shift with S²-MLPv2 (`spatial_shift1`, out of place, border kept).
+
+Isotropic: a 16x16 patch embedding, then blocks of
+    x + ShiftMixing(LN(x)),  ShiftMixing: Linear(c, c) -> GELU -> SS1 -> Linear(c, c)
+    x + ChannelMLP(LN(x)),   ChannelMLP: Linear(c, 4c) -> GELU -> Linear(4c, c)
+then a final LayerNorm, mean over tokens and a linear head, as in MLP-Mixer which it follows.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath, Mlp
+from torch import nn
+from torch.nn import functional as F
+
+from s2mlp_cli.models._common import PatchEmbed, drop_path_rates, init_weights, strip_prefixes
+from s2mlp_cli.models.s2mlpv2 import spatial_shift1
+
+
+class ShiftMixing(nn.Module):
+    """The spatial-shift token mixer (named `attn` in a block, as in S²-MLPv2)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mlp1 = nn.Linear(dim, dim)
+        self.mlp2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.mlp1(x))  # (B, H, W, C)
+        return self.mlp2(spatial_shift1(x))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, *, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = ShiftMixing(dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class S2MLP(nn.Module):
+    """S²-MLP (wide: 12 x 768, deep: 36 x 384); runs at any input size divisible by the patch size."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 768,
+        depth: int = 12,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        img_size: int = 224,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if embed_dim % 4:
+            raise ValueError(f"embed_dim must be divisible by 4 (the shift's quarters), got {embed_dim}")
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
+        self.stride = patch_size
+        self.img_size = img_size
+        self.num_classes = num_classes
+        self.num_features = embed_dim
+        self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        rates = drop_path_rates(drop_path_rate, depth)
+        self.blocks = nn.Sequential(*(Block(embed_dim, mlp_ratio=mlp_ratio, drop_path=p) for p in rates))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_weights(self.head)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        if H % self.stride or W % self.stride:
+            raise ValueError(f"input {H}x{W} is not divisible by the patch size {self.stride}")
+        x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(1, 2))  # (B, h, w, C) -> (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict:
+    return strip_prefixes(state_dict, ("module.", "_orig_mod."))

@@ -1,0 +1,165 @@
+"""Vision Permutator: A Permutable MLP-Like Architecture for Visual Recognition.
+
+Hou, Jiang, Yuan, Cheng, Yan, Feng; arXiv 2106.12368; official code github.com/Andrew-Qibin/VisionPermutator.
+Written from the paper and checked against the official code's outputs (../shared/reference); the module
+and state_dict names are the official ones, so the published checkpoints load with strict=True.
+
+ViP's H- and W-mixing layers are Linear(C, C) over (grid side x C / segment_dim) features, so the token grid
+side must equal `segment_dim` in every stage: a ViP model runs at one input size only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.layers import DropPath, Mlp
+from torch import nn
+
+from s2mlp_cli.models._common import PatchEmbed, build_network, check_stages, init_weights, strip_prefixes
+
+
+class PermuteMLP(nn.Module):
+    """ViP's weighted permute-MLP (`WeightedPermuteMLP` officially; named `attn` in a block)."""
+
+    def __init__(self, dim: int, *, segment_dim: int, qkv_bias: bool = False) -> None:
+        super().__init__()
+        if dim % segment_dim:
+            raise ValueError(f"embed dim {dim} is not divisible by segment_dim {segment_dim}")
+        self.segment_dim = segment_dim
+        self.mlp_c = nn.Linear(dim, dim, bias=qkv_bias)
+        self.mlp_h = nn.Linear(dim, dim, bias=qkv_bias)
+        self.mlp_w = nn.Linear(dim, dim, bias=qkv_bias)
+        self.reweight = Mlp(dim, dim // 4, dim * 3)  # split attention: c -> c/4 -> GELU -> 3c
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        G, S = self.segment_dim, C // self.segment_dim  # G channel segments of S channels
+        # H-mixing: each segment's (H, S) values become one feature vector of length H*S (= C when H == G)
+        h = x.reshape(B, H, W, G, S).permute(0, 3, 2, 1, 4).reshape(B, G, W, H * S)  # -> (B, G, W, H*S)
+        h = self.mlp_h(h).reshape(B, G, W, H, S).permute(0, 3, 2, 1, 4).reshape(B, H, W, C)
+        # W-mixing, the same along W
+        w = x.reshape(B, H, W, G, S).permute(0, 1, 3, 2, 4).reshape(B, H, G, W * S)  # -> (B, H, G, W*S)
+        w = self.mlp_w(w).reshape(B, H, G, W, S).permute(0, 1, 3, 2, 4).reshape(B, H, W, C)
+        c = self.mlp_c(x)
+        a = (h + w + c).mean(dim=(1, 2))  # (B, H, W, C) -> (B, C)
+        a = self.reweight(a).reshape(B, C, 3).permute(2, 0, 1).softmax(dim=0)  # (B, 3C) -> (3, B, C)
+        a = a[:, :, None, None, :]  # (3, B, 1, 1, C)
+        return self.proj(h * a[0] + w * a[1] + c * a[2])
+
+
+class PermutatorBlock(nn.Module):
+    """Pre-norm, two residuals, each scaled by 1 / skip_lam."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        segment_dim: int,
+        mlp_ratio: float = 3.0,
+        qkv_bias: bool = False,
+        skip_lam: float = 1.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = PermuteMLP(dim, segment_dim=segment_dim, qkv_bias=qkv_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.skip_lam = skip_lam
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x))) / self.skip_lam
+        return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
+
+
+class VisionPermutator(nn.Module):
+    def __init__(
+        self,
+        *,
+        layers: Sequence[int],
+        embed_dims: Sequence[int],
+        transitions: Sequence[bool],
+        segment_dim: Sequence[int],
+        mlp_ratios: Sequence[float] = (3.0, 3.0, 3.0, 3.0),
+        img_size: int = 224,
+        patch_size: int = 7,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        skip_lam: float = 1.0,
+        qkv_bias: bool = False,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_stages(
+            layers,
+            embed_dims=embed_dims,
+            transitions=transitions,
+            segment_dim=segment_dim,
+            mlp_ratios=mlp_ratios,
+        )
+        # The token grid side is tied to segment_dim in each stage (see the module docstring).
+        grid = img_size // patch_size
+        for i in range(len(layers)):
+            if grid != segment_dim[i] or img_size % patch_size:
+                raise ValueError(
+                    f"ViP cannot run at img_size {img_size}: stage {i} would see a {grid}x{grid} token grid "
+                    "but "
+                    f"its segment_dim is {segment_dim[i]} (ViP's weights fix the input size; use "
+                    f"{segment_dim[0] * patch_size})"
+                )
+            if i < len(layers) - 1 and transitions[i]:
+                grid //= 2
+        self.img_size = img_size
+        self.num_classes = num_classes
+        self.num_features = embed_dims[-1]
+        self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dims[0])
+        self.network, _ = build_network(
+            layers,
+            embed_dims,
+            transitions,
+            lambda i, dim, dpr: PermutatorBlock(
+                dim,
+                segment_dim=segment_dim[i],
+                mlp_ratio=mlp_ratios[i],
+                qkv_bias=qkv_bias,
+                skip_lam=skip_lam,
+                drop_path=dpr,
+            ),
+            drop_path_rate,
+        )
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_weights(self.head)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        if H != self.img_size or W != self.img_size:
+            raise ValueError(
+                f"ViP runs only at the input size it was built for "
+                f"({self.img_size}x{self.img_size}), got {H}x{W}"
+            )
+        x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
+        for stage in self.network:
+            x = stage(x)
+        return self.norm(x)  # (B, h', w', C')
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(1, 2))  # (B, h, w, C) -> (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict:
+    """The official checkpoints use our names already; only wrapper prefixes are dropped."""
+    return strip_prefixes(state_dict, ("module.", "_orig_mod."))

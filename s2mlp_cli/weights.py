@@ -1,0 +1,162 @@
+"""One checkpoint loader for every family and every on-disk layout.
+
+Reads .safetensors, and .pth / .pth.tar / .bin files as the official training scripts saved them: weights
+under `model` or `state_dict`, DDP's `module.` prefix, extra entries (optimizer, epoch, args) ignored.
+Pickles are read with `torch.load(weights_only=True)`; the `argparse.Namespace` those scripts store is the
+one class allowed beyond tensors, so a file that would run arbitrary code on load is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from s2mlp_cli.errors import S2MLPError
+
+# Where training scripts nest the weights, in the order we look (timm's CheckpointSaver, DeiT/GFNet, ...).
+_NESTED = ("state_dict", "model", "module", "state_dict_ema", "model_ema")
+_HEAD = re.compile(r"^head\.")
+
+
+class WeightsError(S2MLPError):
+    """A weights file that cannot be read safely, or does not fit the model."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped from training-script layouts and DDP prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError) as e:
+            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _first_line(str(e))
+        if "GLOBAL" in str(e) or "Unsupported global" in str(e):
+            raise WeightsError(
+                f"refusing {path}: loading it would run code it names ({reason}); only tensors and "
+                "argparse.Namespace are allowed. Convert it with a trusted tool, or use a .safetensors file"
+            ) from e
+        raise WeightsError(f"{path}: not a checkpoint torch can read ({reason})") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise WeightsError(f"{path}: not a checkpoint torch can read ({_first_line(str(e))})") from e
+    return _unwrap(obj, path)
+
+
+def _first_line(text: str) -> str:
+    # torch's weights_only message is long; the line naming the refused global is the useful one
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported global" in line or "Unsupported operand" in line:
+            return line.rstrip(".")
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else "unknown error"
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    for _ in range(3):  # e.g. {'model': {'state_dict': ...}} at most a couple of levels deep
+        if not isinstance(obj, Mapping):
+            break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return _strip_wrappers(dict(obj))
+        nested = next((obj[k] for k in _NESTED if isinstance(obj.get(k), Mapping)), None)
+        if nested is None:
+            break
+        obj = nested
+    found = ", ".join(map(str, list(obj)[:6])) if isinstance(obj, Mapping) else type(obj).__name__
+    raise WeightsError(f"{path}: found no state dict in it (top-level entries: {found})")
+
+
+def _strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DistributedDataParallel's `module.` and torch.compile's `_orig_mod.`, when every key has one."""
+    for prefix in ("module.", "_orig_mod."):
+        if state_dict and all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _filter_fn(model: nn.Module):
+    """The family module's `checkpoint_filter_fn` (GFNet resizes filters there), if it has one."""
+    module = importlib.import_module(type(model).__module__)
+    return getattr(module, "checkpoint_filter_fn", None)
+
+
+def load_weights(model: nn.Module, path: str | Path, *, reset_head: bool = False) -> nn.Module:
+    """Load a checkpoint file into `model` strictly; returns the model.
+
+    With `reset_head=True`, a classifier whose shape differs from the checkpoint's (another num_classes)
+    keeps the model's own fresh head; everything else must still match exactly.
+    """
+    state_dict = read_state_dict(path)
+    if (fn := _filter_fn(model)) is not None:
+        state_dict = fn(state_dict, model)
+    expected = model.state_dict()
+    if reset_head:
+        for key in [k for k in state_dict if _HEAD.match(k)]:
+            if key in expected and state_dict[key].shape != expected[key].shape:
+                state_dict[key] = expected[key]
+    _check_fit(model, state_dict, expected, Path(path))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def _check_fit(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
+) -> None:
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    if not (missing or unexpected or wrong):
+        return
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if unexpected:
+        parts.append(
+            f"unexpected {unexpected[0]}" + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+        )
+    if wrong:
+        k = wrong[0]
+        parts.append(f"shape of {k} is {tuple(state_dict[k].shape)}, the model's {tuple(expected[k].shape)}")
+    message = f"{path.name} does not fit {name}: {'; '.join(parts)}"
+    if wrong and all(_HEAD.match(k) for k in wrong) and not (missing or unexpected):
+        message += "; it has another number of classes: ask for a fresh head (reset_head=True / --reset-head)"
+    elif fits := suggest_variants(state_dict, exclude=name):
+        message += f"; it looks like a checkpoint of {', '.join(fits)}"
+    raise WeightsError(message)
+
+
+def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = None) -> list[str]:
+    """Zoo variants whose keys and shapes (head aside) match this state dict; built on the meta device."""
+    from s2mlp_cli.models import create_model
+    from s2mlp_cli.zoo import cards
+
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not _HEAD.match(k)}
+    fits = []
+    for card in cards().values():
+        if card.name == exclude or card.family == "timm":
+            continue
+        try:
+            with torch.device("meta"):
+                model = create_model(card.name)
+        except Exception:  # a card that cannot be built here suggests nothing
+            continue
+        theirs = {k: tuple(v.shape) for k, v in model.state_dict().items() if not _HEAD.match(k)}
+        if theirs == shapes:
+            fits.append(card.name)
+    return fits
