@@ -90,9 +90,14 @@ def _strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def _filter_fn(model: nn.Module):
-    """The family module's `checkpoint_filter_fn` (GFNet resizes filters there), if it has one."""
-    module = importlib.import_module(type(model).__module__)
-    return getattr(module, "checkpoint_filter_fn", None)
+    """Our family module's `checkpoint_filter_fn` (GFNet resizes filters there).
+
+    timm's own filters convert foreign formats and are not applied to files meant for timm's layout.
+    """
+    name = type(model).__module__
+    if not name.startswith("s2mlp_cli.models."):
+        return None
+    return getattr(importlib.import_module(name), "checkpoint_filter_fn", None)
 
 
 def load_weights(model: nn.Module, path: str | Path, *, reset_head: bool = False) -> nn.Module:

@@ -33,5 +33,4 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("S2MLP_ZOO", raising=False)
     monkeypatch.delenv("S2MLP_DEBUG", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("S2MLP_CACHE", str(tmp_path / "s2mlp_cache"))
     os.environ.pop("HF_HUB_CACHE", None)

@@ -128,3 +128,12 @@ def test_other_num_classes_only_when_asked(tmp_path: Path) -> None:
     s2mlp_cli.load_weights(ten, str(tmp_path / "w.safetensors"), reset_head=True)
     assert torch.equal(ten.head.weight, head)  # kept its own head
     assert torch.equal(ten.norm.weight, model.norm.weight)  # took everything else
+
+
+def test_timm_models_load_their_own_layout(tmp_path: Path) -> None:
+    mixer = create_model("mixer_s16_224", num_classes=5)
+    save_file(mixer.state_dict(), str(tmp_path / "mixer.safetensors"))
+    fresh = s2mlp_cli.load_weights(
+        create_model("mixer_s16_224", num_classes=5), str(tmp_path / "mixer.safetensors")
+    )
+    assert torch.equal(fresh.head.weight, mixer.head.weight)
