@@ -88,6 +88,31 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class ClassifierModel(nn.Module):
+    """The forward contract every family shares, after its own `forward_features` -> (B, h, w, C)."""
+
+    num_features: int
+    num_classes: int
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_weights(self.head)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(1, 2))  # (B, h, w, C) -> (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict:
+    """For families whose checkpoints already use our names: only wrapper prefixes are dropped."""
+    return strip_prefixes(state_dict, ("module.", "_orig_mod."))
+
+
 def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: Sequence[str] = ("module.",)) -> dict:
     """Drop wrapper prefixes (DistributedDataParallel's `module.`, torch.compile's `_orig_mod.`)."""
     out = {}

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from s2mlp_cli.models._common import (
+    ClassifierModel,
     Downsample,
     PatchEmbed,
     check_stages,
@@ -80,17 +81,10 @@ class Block(nn.Module):
         return x + self.drop_path(y)
 
 
-class _GFNetBase(nn.Module):
-    """The forward contract shared by both GFNet layouts."""
+class _GFNetBase(ClassifierModel):
+    """The input-size check shared by both GFNet layouts."""
 
     img_size: int
-    num_features: int
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            init_weights(self.head)
 
     def _check_size(self, x: torch.Tensor) -> None:
         H, W = x.shape[-2:]
@@ -99,13 +93,6 @@ class _GFNetBase(nn.Module):
                 f"this GFNet was built for {self.img_size}x{self.img_size} input, got {H}x{W}; build it with "
                 f"img_size={max(H, W)} (its filters and position embedding are resized when weights load)"
             )
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(1, 2))  # (B, h, w, C) -> (B, C)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class GFNet(_GFNetBase):

@@ -16,7 +16,13 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 from torch.nn import functional as F
 
-from s2mlp_cli.models._common import PatchEmbed, drop_path_rates, init_weights, strip_prefixes
+from s2mlp_cli.models._common import (  # noqa: F401 (checkpoint_filter_fn is this module's loader hook)
+    ClassifierModel,
+    PatchEmbed,
+    checkpoint_filter_fn,
+    drop_path_rates,
+    init_weights,
+)
 from s2mlp_cli.models.s2mlpv2 import spatial_shift1
 
 
@@ -47,7 +53,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class S2MLP(nn.Module):
+class S2MLP(ClassifierModel):
     """S²-MLP (wide: 12 x 768, deep: 36 x 384); runs at any input size divisible by the patch size."""
 
     def __init__(
@@ -78,26 +84,9 @@ class S2MLP(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            init_weights(self.head)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
         if H % self.stride or W % self.stride:
             raise ValueError(f"input {H}x{W} is not divisible by the patch size {self.stride}")
         x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
         return self.norm(self.blocks(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(1, 2))  # (B, h, w, C) -> (B, C)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict:
-    return strip_prefixes(state_dict, ("module.", "_orig_mod."))

@@ -17,7 +17,14 @@ import torch
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-from s2mlp_cli.models._common import PatchEmbed, build_network, check_stages, init_weights, strip_prefixes
+from s2mlp_cli.models._common import (  # noqa: F401 (checkpoint_filter_fn is this module's loader hook)
+    ClassifierModel,
+    PatchEmbed,
+    build_network,
+    check_stages,
+    checkpoint_filter_fn,
+    init_weights,
+)
 
 # Each shift moves the four channel quarters one step along (axis, direction) of a (B, H, W, C) tensor.
 # +1: out[i] = in[i - 1] (content moves to larger index); -1: out[i] = in[i + 1].
@@ -101,7 +108,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class S2MLPv2(nn.Module):
+class S2MLPv2(ClassifierModel):
     """S²-MLPv2 on ViP's pyramid skeleton; runs at any input size divisible by its stride (14 for /7)."""
 
     def __init__(
@@ -143,12 +150,6 @@ class S2MLPv2(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            init_weights(self.head)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
         if H % self.stride or W % self.stride:
@@ -157,15 +158,3 @@ class S2MLPv2(nn.Module):
         for stage in self.network:
             x = stage(x)
         return self.norm(x)  # (B, h', w', C')
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(1, 2))  # (B, h, w, C) -> (B, C)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict:
-    """Our own checkpoints need no renaming; only wrapper prefixes are dropped."""
-    return strip_prefixes(state_dict, ("module.", "_orig_mod."))
