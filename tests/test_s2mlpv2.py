@@ -202,3 +202,11 @@ def test_pretrained_s2mlpv2_says_none_are_published() -> None:
         WeightsUnavailableError, match="no pretrained weights are published for s2mlpv2_small"
     ):
         create_model("small", pretrained=True)
+
+
+def test_width_change_without_transition_uses_a_1x1_downsample() -> None:
+    # ViP's rule: a Downsample also sits where only the width changes, as a k=s=1 conv (grid kept)
+    model = build("s2mlpv2", **{**TINY, "transitions": (False, False, False, False), "img_size": 14})
+    down = model.network[1]
+    assert isinstance(down, Downsample) and down.proj.kernel_size == (1, 1) and down.proj.out_channels == 32
+    assert model.stride == 7 and model(torch.randn(1, 3, 14, 14)).shape == (1, 5)
