@@ -39,7 +39,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return dict(load_file(str(path), device="cpu"))
+            return _strip_wrappers(dict(load_file(str(path), device="cpu")))
         except (SafetensorError, OSError) as e:
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
     try:
@@ -90,9 +90,10 @@ def _strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def _filter_fn(model: nn.Module):
-    """Our family module's `checkpoint_filter_fn` (GFNet resizes filters there).
+    """Our family module's `checkpoint_filter_fn`, where it needs one (GFNet resizes filters there).
 
-    timm's own filters convert foreign formats and are not applied to files meant for timm's layout.
+    Wrapper prefixes are already gone (`read_state_dict`). timm's own filters convert foreign formats
+    and are not applied to files meant for timm's layout.
     """
     name = type(model).__module__
     if not name.startswith("s2mlp_cli.models."):

@@ -106,19 +106,3 @@ class ClassifierModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict:
-    """For families whose checkpoints already use our names: only wrapper prefixes are dropped."""
-    return strip_prefixes(state_dict, ("module.", "_orig_mod."))
-
-
-def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: Sequence[str] = ("module.",)) -> dict:
-    """Drop wrapper prefixes (DistributedDataParallel's `module.`, torch.compile's `_orig_mod.`)."""
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in prefixes:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key] = value
-    return out

@@ -27,7 +27,6 @@ from s2mlp_cli.models._common import (
     check_stages,
     drop_path_rates,
     init_weights,
-    strip_prefixes,
 )
 
 
@@ -216,15 +215,12 @@ def _resize_grid(t: torch.Tensor, size: tuple[int, int], align_corners: bool) ->
     return x.permute(0, 2, 3, 1).reshape(*size, *rest).to(t.dtype)  # -> (h', w', ...)
 
 
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict:
-    """Drop wrapper prefixes; resize position embedding and filters to `model`'s input size.
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict:
+    """Resize the position embedding and filters to `model`'s input size.
 
     As the official fine-tuning script does: the position embedding grid bicubic with
     align_corners=False, each filter bicubic with align_corners=True to (h', h'//2 + 1).
     """
-    state_dict = strip_prefixes(state_dict, ("module.", "_orig_mod."))
-    if model is None:
-        return state_dict
     target = model.state_dict()
     out = {}
     for key, value in state_dict.items():

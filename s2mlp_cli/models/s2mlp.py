@@ -16,10 +16,9 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 from torch.nn import functional as F
 
-from s2mlp_cli.models._common import (  # noqa: F401 (checkpoint_filter_fn is this module's loader hook)
+from s2mlp_cli.models._common import (
     ClassifierModel,
     PatchEmbed,
-    checkpoint_filter_fn,
     drop_path_rates,
     init_weights,
 )

@@ -16,12 +16,11 @@ import torch
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-from s2mlp_cli.models._common import (  # noqa: F401 (checkpoint_filter_fn is this module's loader hook)
+from s2mlp_cli.models._common import (
     ClassifierModel,
     PatchEmbed,
     build_network,
     check_stages,
-    checkpoint_filter_fn,
     init_weights,
 )
 
