@@ -34,7 +34,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -56,6 +56,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, OSError) as e:
         raise WeightsError(f"{path}: not a checkpoint torch can read ({_first_line(str(e))})") from e
     return _unwrap(obj, path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file opens with an 8-byte header length and then its JSON header: `{`."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20)
 
 
 def _first_line(text: str) -> str:
@@ -107,7 +114,18 @@ def load_weights(model: nn.Module, path: str | Path, *, reset_head: bool = False
     With `reset_head=True`, a classifier whose shape differs from the checkpoint's (another num_classes)
     keeps the model's own fresh head; everything else must still match exactly.
     """
-    state_dict = read_state_dict(path)
+    state_dict = fit_state_dict(model, read_state_dict(path), Path(path).name, reset_head=reset_head)
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def fit_state_dict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, reset_head: bool = False
+) -> dict[str, torch.Tensor]:
+    """`state_dict` converted for `model` (family filter, fresh head), or a WeightsError naming the misfit.
+
+    Works on a model built on the meta device, so a file can be checked without allocating the model.
+    """
     if (fn := _filter_fn(model)) is not None:
         state_dict = fn(state_dict, model)
     expected = model.state_dict()
@@ -115,13 +133,12 @@ def load_weights(model: nn.Module, path: str | Path, *, reset_head: bool = False
         for key in [k for k in state_dict if _HEAD.match(k)]:
             if key in expected and state_dict[key].shape != expected[key].shape:
                 state_dict[key] = expected[key]
-    _check_fit(model, state_dict, expected, Path(path))
-    model.load_state_dict(state_dict, strict=True)
-    return model
+    _check_fit(model, state_dict, expected, source)
+    return state_dict
 
 
 def _check_fit(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
+    model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str
 ) -> None:
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -139,7 +156,7 @@ def _check_fit(
     if wrong:
         k = wrong[0]
         parts.append(f"shape of {k} is {tuple(state_dict[k].shape)}, the model's {tuple(expected[k].shape)}")
-    message = f"{path.name} does not fit {name}: {'; '.join(parts)}"
+    message = f"{source} does not fit {name}: {'; '.join(parts)}"
     if wrong and all(_HEAD.match(k) for k in wrong) and not (missing or unexpected):
         message += "; it has another number of classes: ask for a fresh head (reset_head=True / --reset-head)"
     elif fits := suggest_variants(state_dict, exclude=name):

@@ -18,6 +18,7 @@ from s2mlp_cli.errors import S2MLPError
 COMMANDS = {
     "list": "s2mlp_cli.cli.list_cmd:list_command",
     "info": "s2mlp_cli.cli.info_cmd:info_command",
+    "pull": "s2mlp_cli.cli.pull_cmd:pull_command",
 }
 
 
@@ -59,4 +60,5 @@ def main() -> None:
       s2mlp list
       s2mlp info medium
       s2mlp info vip_s7 --json
+      s2mlp pull mixer_b16_224
     """

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from s2mlp_cli.cli._options import json_option
 from s2mlp_cli.console import out, print_json
+from s2mlp_cli.hub import status
 from s2mlp_cli.zoo import FAMILIES, cards
 
 
@@ -20,7 +21,7 @@ def _row(card) -> dict:
         "gmacs": card.gmacs,
         "input_size": card.preprocess.input_size,
         "paper_top1": card.paper.get("top1"),
-        "weights": card.weights.status,
+        "weights": status(card),
     }
 
 
@@ -29,6 +30,8 @@ def _row(card) -> dict:
 @json_option
 def list_command(family: str | None, as_json: bool) -> None:
     """List the model zoo: params, GMACs, input size, the paper's top-1 and weight status.
+
+    The weights column says "pulled" for variants whose verified weights are already here.
 
     \b
     Examples:

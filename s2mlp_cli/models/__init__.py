@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
+from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.zoo import Card, cards, get_card
 
 # family -> "module:class"; each constructor takes keyword-only arguments named as in the official code.
@@ -61,42 +61,33 @@ def pretrained_cfg(card: Card) -> dict[str, Any]:
 
 
 def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
-    """Build the model a card describes, with `overrides` replacing the card's constructor arguments."""
+    """Build the model a card describes, with `overrides` replacing the card's constructor arguments.
+
+    With `pretrained=True` the weights come through `s2mlp_cli.hub.pull` (verified, cached; `repo=`,
+    `revision=` and `filename=` name another Hub file) and are loaded strictly.
+    """
     card = get_card(name)
     for key in _TIMM_ONLY:
         overrides.pop(key, None)
     device, dtype = overrides.pop("device", None), overrides.pop("dtype", None)
-    if pretrained:
-        _check_weights_available(card)
+    source = {k: overrides.pop(k, None) for k in ("repo", "revision", "filename")}
+    if any(source.values()) and not pretrained:
+        raise TypeError(f"{', '.join(k for k, v in source.items() if v)} only apply with pretrained=True")
     if card.family == "timm":
         import timm
 
-        # with weights, name the exact pretrained tag the card points at (timm/<name>.<tag>)
-        timm_name = card.weights.repo.split("/", 1)[1] if pretrained and card.weights.repo else card.name
-        model = timm.create_model(timm_name, pretrained=pretrained, **{**card.arch, **overrides})
+        model = timm.create_model(card.name, pretrained=False, **{**card.arch, **overrides})
     else:
         model = build(card.family, **{**card.arch, **overrides})
         model.pretrained_cfg = model.default_cfg = pretrained_cfg(card)
+    if pretrained:
+        from s2mlp_cli.hub import pull
+        from s2mlp_cli.weights import load_weights
+
+        load_weights(model, pull(card, **source).path)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
-
-
-def _check_weights_available(card: Card) -> None:
-    w = card.weights
-    if card.family == "timm" and w.published:
-        return  # timm downloads them from the Hub itself
-    if not w.published:
-        raise WeightsUnavailableError(
-            f"no pretrained weights are published for {card.name}"
-            + (f" ({w.note})" if w.note else "")
-            + "; build it with pretrained=False and load your own weights file into it"
-        )
-    raise WeightsUnavailableError(
-        f"pretrained {card.name} weights are not fetched by create_model yet; download them "
-        + (f"from {w.urls[0]} " if w.urls else "")
-        + "and load the file with s2mlp_cli.load_weights(model, path)"
-    )
 
 
 def _register_with_timm() -> None:

@@ -1,0 +1,498 @@
+"""Weights: fetched from the Hugging Face Hub or imported from a file, always verified before use.
+
+Two places hold weights:
+- the standard Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`), filled by `hf_hub_download`;
+- our own folder (`S2MLP_HOME/weights/<variant>/`, default `~/.cache/s2mlp`) for official checkpoints that
+  are not on the Hub (ViP on Google Drive, GFNet on Tsinghua Cloud). `import_file` checks such a file,
+  converts it to safetensors and records its hash; from then on the variant counts as pulled.
+
+Every use re-checks the bytes: a Hub file against the card's sha256 pin, else against the ETag the Hub
+sent (the blob's name in the cache: a sha256 for LFS files, a git blob sha1 otherwise); an imported file
+against the hash recorded when it was imported. A file that fails is deleted and never used.
+
+No torch at import: `s2mlp list` asks `cached_path` whether a variant is pulled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
+from s2mlp_cli.files import atomic_path
+from s2mlp_cli.zoo import Card
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_TRUE = {"1", "true", "yes", "on"}
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+class HubError(S2MLPError):
+    """A download that failed, or a file that did not verify."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a variant's weights come from on the Hub."""
+
+    repo: str
+    filename: str
+    revision: str | None = None
+    sha256: str | None = None  # the card's pin, when the repo is the card's own
+
+    def __str__(self) -> str:
+        return f"{self.repo}@{self.revision or 'main'}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A verified weights file on disk, and how we know it is the right one."""
+
+    variant: str
+    path: str
+    source: str  # "ORG/NAME@REV/FILE" or "imported from FILE"
+    sha256: str
+    verified: str  # what the bytes were checked against
+    size: int
+    cached: bool  # True when no download was needed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- where things live (read from the environment at call time, so tests and users can move them) ----
+
+
+def hub_cache() -> Path:
+    if env := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env).expanduser()
+    return _hf_home() / "hub"
+
+
+def _hf_home() -> Path:
+    if env := os.environ.get("HF_HOME"):
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "huggingface"
+
+
+def s2mlp_home() -> Path:
+    if env := os.environ.get("S2MLP_HOME"):
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "s2mlp"
+
+
+def endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+
+def hub_source(
+    card: Card, repo: str | None = None, revision: str | None = None, filename: str | None = None
+) -> Source | None:
+    """The Hub file for `card` with any overrides; None when the card has no Hub weights and none is given."""
+    w = card.weights
+    if repo is None and not (w.published and w.repo):
+        return None
+    own = repo is None or repo == w.repo
+    pinned = own and revision in (None, w.revision) and filename in (None, w.filename)
+    return Source(
+        repo=repo or w.repo,
+        filename=filename or w.filename or "model.safetensors",
+        revision=revision or (w.revision if own else None),
+        # the pin holds for the card's own file only
+        sha256=w.sha256 if pinned else None,
+    )
+
+
+def no_weights_message(card: Card) -> str:
+    """Why `card` has no weights to pull, and what to run instead."""
+    w = card.weights
+    if not w.published:
+        why = f"no pretrained weights are published for {card.name}" + (f" ({w.note})" if w.note else "")
+        return (
+            f"{why}; to use your own: s2mlp pull {card.name} --repo ORG/NAME, "
+            f"or s2mlp pull {card.name} --from FILE, or --weights FILE"
+        )
+    where = f" from {w.urls[0]}" if w.urls else ""
+    return (
+        f"{card.name}'s official weights are not on the Hugging Face Hub: download them by hand{where}, "
+        f"then run: s2mlp pull {card.name} --from FILE"
+    )
+
+
+# --- the Hub -----------------------------------------------------------------------------------------
+
+
+def cached_path(
+    card: Card, repo: str | None = None, revision: str | None = None, filename: str | None = None
+) -> Path | None:
+    """The variant's weights file if it is already here (Hub cache or imported), unverified; else None."""
+    if repo is None and (imported := _imported_file(card)).is_file():
+        return imported
+    src = hub_source(card, repo, revision, filename)
+    if src is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(src.repo, src.filename, cache_dir=hub_cache(), revision=src.revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def pull(
+    card: Card,
+    repo: str | None = None,
+    revision: str | None = None,
+    filename: str | None = None,
+    *,
+    refresh: bool = False,
+    progress: bool = True,
+) -> Pulled:
+    """The variant's verified weights: from the cache when there, else downloaded (unless offline).
+
+    A cached file is used without asking the Hub (so a second run works with the Hub down); `refresh`
+    asks the Hub whether the revision moved. Raises HubError / WeightsUnavailableError with the next step.
+    """
+    if repo is None and _imported_file(card).is_file():
+        return _verify_imported(card)
+    src = hub_source(card, repo, revision, filename)
+    if src is None:
+        raise WeightsUnavailableError(no_weights_message(card))
+    found = None if refresh else cached_path(card, src.repo, src.revision, src.filename)
+    if found is not None:
+        return _verify_hub_file(card, src, found, cached=True)
+    if offline():
+        raise HubError(
+            f"{card.name}: {src} is not in the cache ({hub_cache()}) and HF_HUB_OFFLINE is set; "
+            f"run `s2mlp pull {_pull_args(card, repo, revision, filename)}` while online first"
+        )
+    path = _download(card, src, progress)
+    return _verify_hub_file(card, src, path, cached=False)
+
+
+def _pull_args(card: Card, repo: str | None, revision: str | None, filename: str | None) -> str:
+    args = [card.name]
+    for flag, value in (("--repo", repo), ("--revision", revision), ("--filename", filename)):
+        if value:
+            args += [flag, value]
+    return " ".join(args)
+
+
+def _download(card: Card, src: Source, progress: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    url = endpoint()
+    _check_reachable(url)
+    kwargs: dict[str, Any] = {
+        "revision": src.revision,
+        "cache_dir": hub_cache(),
+        "endpoint": url,
+    }
+    if progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+        kwargs["tqdm_class"] = _RichBar
+    try:
+        with _quiet_hub_logger():
+            return Path(hf_hub_download(src.repo, src.filename, **kwargs))
+    except GatedRepoError as e:  # before RepositoryNotFoundError, its parent
+        raise HubError(
+            f"{src.repo} is gated or private: accept its terms on the Hub, then log in "
+            "(`hf auth login`) or set HF_TOKEN to a token that can read it"
+        ) from e
+    except RepositoryNotFoundError as e:
+        raise HubError(
+            f"repository {src.repo} not found on {url} (if it is private, set HF_TOKEN; "
+            "check the name with --repo)"
+        ) from e
+    except RevisionNotFoundError as e:
+        raise HubError(f"revision {src.revision!r} not found in {src.repo} (check --revision)") from e
+    except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its parent: nothing reachable
+        raise HubError(f"could not reach the Hub at {url} to fetch {src}: {_reason(e)}") from e
+    except EntryNotFoundError as e:
+        raise HubError(
+            f"{src.filename} not found in {src.repo} at {src.revision or 'main'} (check --filename)"
+        ) from e
+    except HfHubHTTPError as e:
+        raise HubError(f"the Hub at {url} refused {src}: {_reason(e)}") from e
+    except Exception as e:  # transport errors after the client's retries, size mismatch, disk full, ...
+        raise HubError(f"downloading {src} failed ({type(e).__name__}: {_reason(e)}); run it again") from e
+
+
+def _reason(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _check_reachable(url: str) -> None:
+    """Fail at once when nothing listens at the endpoint, instead of after the client's ~20 s of retries.
+
+    Skipped behind a proxy, where a direct connection says nothing about reachability.
+    """
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=10).close()
+    except OSError as e:
+        raise HubError(
+            f"could not reach the Hub at {url} ({e.strerror or e}); check the connection or HF_ENDPOINT. "
+            "Pulled variants work offline (HF_HUB_OFFLINE=1)"
+        ) from e
+
+
+class _quiet_hub_logger:
+    """huggingface_hub logs each retry as a warning; the progress bar and our errors say enough."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        self._logger = logging.getLogger("huggingface_hub")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.setLevel(self._level)
+
+
+class _RichBar:
+    """The subset of tqdm that huggingface_hub drives, drawn as a rich progress bar on stderr."""
+
+    def __init__(
+        self, *args: Any, total: float | None = None, initial: float = 0, desc: str = "", **kwargs: Any
+    ) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        from s2mlp_cli.console import err
+
+        self.n = initial
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._task = self._progress.add_task(desc or "download", total=total, completed=initial)
+        self._progress.start()
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        self._progress.update(self._task, advance=n)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+    def __enter__(self) -> _RichBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        self._progress.update(self._task, description=desc or "")
+
+    def refresh(self) -> None:
+        self._progress.refresh()
+
+
+# --- verification --------------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_blob_sha1(path: Path) -> str:
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify_hub_file(card: Card, src: Source, path: Path, cached: bool) -> Pulled:
+    blob = path.resolve()
+    etag = blob.name
+    sha = file_sha256(blob)
+    if src.sha256:
+        expected, against, got = src.sha256, "card sha256 pin", sha
+    elif _HEX64.match(etag):
+        expected, against, got = etag, "Hub ETag (sha256)", sha
+    elif _HEX40.match(etag):
+        expected, against, got = etag, "Hub ETag (git blob sha1)", _git_blob_sha1(blob)
+    else:
+        _discard(path, blob)
+        raise HubError(
+            f"{src}: the Hub sent no usable checksum (ETag {etag!r}), so the file cannot be "
+            "verified; it was removed from the cache"
+        )
+    if got != expected:
+        _discard(path, blob)
+        raise HubError(
+            f"{card.name}: {src} failed verification: its hash is {got[:16]}…, {against} is "
+            f"{expected[:16]}…. The corrupt file was deleted from the cache; run the command again to "
+            "download it afresh"
+        )
+    check_fits(card, path, str(src))
+    return Pulled(card.name, str(path), str(src), sha, against, blob.stat().st_size, cached)
+
+
+def _discard(*paths: Path) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def check_fits(card: Card, path: Path, what: str) -> None:
+    """Load the file into the variant, strict on keys and shapes; built on the meta device, so no memory."""
+    import torch
+
+    from s2mlp_cli.models import create_model
+    from s2mlp_cli.weights import fit_state_dict, read_state_dict
+
+    with torch.device("meta"):
+        model = create_model(card.name)
+    fit_state_dict(model, read_state_dict(path), what)
+
+
+# --- imported files --------------------------------------------------------------------------------------
+
+
+def _imported_dir(card: Card) -> Path:
+    return s2mlp_home() / "weights" / card.name
+
+
+def _imported_file(card: Card) -> Path:
+    return _imported_dir(card) / "model.safetensors"
+
+
+def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pulled:
+    """Check a checkpoint the user downloaded by hand, convert it to safetensors in our cache, record it.
+
+    The file is read safely (`weights.read_state_dict`), must hash to `sha256` (or the card's pin for a
+    variant without a Hub repo) when one is given, and must load strictly into the variant.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from s2mlp_cli.models import create_model
+    from s2mlp_cli.weights import fit_state_dict, read_state_dict
+
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise HubError(f"{source}: no such file")
+    source_sha = file_sha256(source)
+    expected = sha256 or (card.weights.sha256 if not card.weights.repo else None)
+    if expected and source_sha != expected.lower():
+        raise HubError(
+            f"{source} is not the expected {card.name} checkpoint: sha256 {source_sha[:16]}…, expected "
+            f"{expected.lower()[:16]}…; download it again"
+            + (f" from {card.weights.urls[0]}" if card.weights.urls else "")
+        )
+    with torch.device("meta"):
+        model = create_model(card.name)
+    state_dict = fit_state_dict(model, read_state_dict(source), source.name)
+    # own storage for every tensor: safetensors refuses shared or strided ones
+    state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+
+    folder = _imported_dir(card)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = _imported_file(card)
+    meta = {"variant": card.name, "source": source.name, "source_sha256": source_sha}
+    with atomic_path(target) as tmp:
+        save_file(state_dict, str(tmp), metadata={k: str(v) for k, v in meta.items()} | {"format": "pt"})
+    sha = file_sha256(target)
+    record = {**meta, "sha256": sha, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with atomic_path(folder / "source.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    against = "given --sha256" if sha256 else ("card sha256 pin" if expected else "strict load only")
+    return Pulled(
+        card.name,
+        str(target),
+        f"imported from {source.name}",
+        sha,
+        against,
+        target.stat().st_size,
+        cached=False,
+    )
+
+
+def _verify_imported(card: Card) -> Pulled:
+    target, record_path = _imported_file(card), _imported_dir(card) / "source.json"
+    try:
+        record = json.loads(record_path.read_text())
+        expected = record["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        _discard(target, record_path)
+        raise HubError(
+            f"{card.name}: the imported weights had no readable record, so they were removed; "
+            f"import the file again with s2mlp pull {card.name} --from FILE"
+        ) from None
+    sha = file_sha256(target)
+    if sha != expected:
+        _discard(target, record_path)
+        raise HubError(
+            f"{card.name}: the imported weights changed on disk since they were imported "
+            f"(sha256 {sha[:16]}…, recorded {expected[:16]}…) and were removed; import the file "
+            f"again with s2mlp pull {card.name} --from FILE"
+        )
+    return Pulled(
+        card.name,
+        str(target),
+        f"imported from {record.get('source', '?')}",
+        sha,
+        "hash recorded at import",
+        target.stat().st_size,
+        cached=True,
+    )
+
+
+def status(card: Card) -> str:
+    """The weights column of `s2mlp list`: pulled when here, else where they would come from."""
+    if _imported_file(card).is_file():
+        return "pulled (imported)"
+    try:
+        if cached_path(card) is not None:
+            return "pulled"
+    except Exception:  # an unreadable cache never breaks `list`
+        pass
+    return card.weights.status
