@@ -34,3 +34,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("S2MLP_DEBUG", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     os.environ.pop("HF_HUB_CACHE", None)
+
+
+@pytest.fixture
+def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: Path) -> Path:
+    """A zoo of tiny cards (see tinyzoo.py) in place of the shipped one, with its own weights home."""
+    from tinyzoo import make_zoo
+
+    return make_zoo(tmp_path, monkeypatch, reference)

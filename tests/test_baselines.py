@@ -78,8 +78,22 @@ def test_every_family_and_variant_has_a_card() -> None:
     assert [zoo[n].preprocess.crop_pct for n in ("vip_s7", "vip_m7", "vip_l7")] == [0.875, 0.9, 0.9]
     assert zoo["gfnet_b"].preprocess.crop_pct == 0.875
     assert zoo["mixer_b16_224"].preprocess.mean == (0.5, 0.5, 0.5)
-    assert zoo["s2mlpv2_small"].peers == ("vip_s7", "gfnet_s", "gfnet_h_s", "mixer_s16_224")
-    assert zoo["s2mlpv2_medium"].peers == ("vip_m7", "gfnet_b", "gfnet_h_b", "mixer_b16_224")
+    assert zoo["s2mlpv2_small"].peers == (
+        "vip_s7",
+        "gfnet_s",
+        "gfnet_h_s",
+        "mixer_s16_224",
+        "resmlp_24_224",
+        "gmlp_s16_224",
+    )
+    assert zoo["s2mlpv2_medium"].peers == (
+        "vip_m7",
+        "gfnet_b",
+        "gfnet_h_b",
+        "mixer_b16_224",
+        "s2mlp_deep",
+        "s2mlp_wide",
+    )
 
 
 def test_paper_sizes_are_close_to_the_built_models() -> None:

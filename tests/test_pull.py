@@ -11,72 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 from fakehub import FakeHub, commit_of
 from safetensors.torch import load_file, save
 from test_baselines import read_reference
+from tinyzoo import TINY_S2, write_card
 
 from s2mlp_cli import create_model, hub
 from s2mlp_cli.cli import main
 from s2mlp_cli.errors import WeightsUnavailableError
 from s2mlp_cli.zoo import get_card
-
-TINY_S2 = {
-    "layers": [1, 1, 1, 1],
-    "embed_dims": [16, 16, 32, 32],
-    "transitions": [False, True, False, False],
-    "mlp_ratios": [1, 1, 1, 1],
-    "patch_size": 7,
-    "num_classes": 10,
-    "img_size": 56,
-}
-
-
-def write_card(zoo: Path, name: str, family: str, arch: dict, **weights: object) -> None:
-    card = {
-        "name": name,
-        "family": family,
-        "description": f"{name} (test card)",
-        "arch": arch,
-        "preprocess": {
-            "input_size": 56,
-            "crop_pct": 0.875,
-            "interpolation": "bicubic",
-            "mean": [0.485, 0.456, 0.406],
-            "std": [0.229, 0.224, 0.225],
-        },
-        "weights": {"published": True, "filename": "model.safetensors", **weights},
-        "counts": {"params": 1, "gmacs": 0.0},
-        "paper": {"title": "test"},
-    }
-    if name == "s2mlpv2_tiny":
-        card["aliases"] = ["tiny"]
-    (zoo / f"{name}.yaml").write_text(yaml.safe_dump(card))
-
-
-@pytest.fixture
-def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: Path) -> Path:
-    """A zoo of tiny cards: unpublished S²-MLPv2, one on the (fake) Hub, and a ViP off the Hub."""
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    write_card(
-        zoo,
-        "s2mlpv2_tiny",
-        "s2mlpv2",
-        TINY_S2,
-        published=False,
-        repo="testorg/s2mlpv2_tiny",
-        note="test: none released",
-    )
-    write_card(zoo, "hubtiny", "s2mlpv2", TINY_S2, repo="testorg/hubtiny")
-    config = read_reference(reference / "vip_tiny.safetensors")[1]
-    write_card(zoo, "vip_tiny", "vip", config, repo=None, urls=["https://example.org/vip_tiny.pth.tar"])
-    monkeypatch.setenv("S2MLP_ZOO", str(zoo))
-    monkeypatch.setenv("S2MLP_HOME", str(tmp_path / "s2mlp_home"))
-    for var in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    return zoo
 
 
 def tiny_weights(seed: int = 0) -> tuple[bytes, dict[str, torch.Tensor]]:
@@ -334,7 +278,8 @@ def test_pull_all_and_list_show_what_is_cached(fake_hub: FakeHub) -> None:
     code, stdout, stderr = run("pull", "--all", "--json")
     assert code == 0, stderr
     status = {r["variant"]: r["status"] for r in json.loads(stdout)}
-    assert status == {"hubtiny": "pulled", "s2mlpv2_tiny": "skipped", "vip_tiny": "skipped"}
+    assert status.pop("hubtiny") == "pulled"
+    assert set(status.values()) == {"skipped"} and {"s2mlpv2_tiny", "vip_tiny"} <= set(status)
     code, stdout, _ = run("list", "--json")
     assert {r["name"]: r["weights"] for r in json.loads(stdout)}["hubtiny"] == "pulled"
 

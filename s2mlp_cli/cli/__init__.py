@@ -19,6 +19,8 @@ COMMANDS = {
     "list": "s2mlp_cli.cli.list_cmd:list_command",
     "info": "s2mlp_cli.cli.info_cmd:info_command",
     "pull": "s2mlp_cli.cli.pull_cmd:pull_command",
+    "eval": "s2mlp_cli.cli.eval_cmd:eval_command",
+    "bench": "s2mlp_cli.cli.bench_cmd:bench_command",
 }
 
 
@@ -61,4 +63,6 @@ def main() -> None:
       s2mlp info medium
       s2mlp info vip_s7 --json
       s2mlp pull mixer_b16_224
+      s2mlp eval --variant medium --data /imagenet/val
+      s2mlp bench --variant small --compare vip --batch-size 8
     """

@@ -1,0 +1,447 @@
+"""ImageNet-1k validation data: every on-disk layout users have, correct labels, the published eval transform.
+
+Labels are always the index of the image's WordNet id among the 1000 sorted synsets (timm's
+`ImageNetInfo`), which is what every pretrained head predicts. See ../shared/docs/imagenet-layouts.md:
+- A. class folders `n01440764/*.JPEG` (a subset of folders keeps the global indices);
+- B. a flat folder of `ILSVRC2012_val_*.JPEG` plus the devkit, whose ground-truth IDs map through
+  `meta.mat` (ILSVRC2012_ID is not the sorted index);
+- C. Kaggle: `LOC_val_solution.csv` (first token of PredictionString is the wnid);
+- D. Hugging Face parquet shards (`image.bytes`, `label` already the sorted index);
+- E. WebDataset tar shards (`.jpg` + `.cls`, the sorted index);
+- or any folder with `--labels FILE` naming each file's wnid or sorted index.
+
+The transform reproduces timm's `create_transform(is_training=False)` exactly: shorter side resized to
+floor(size / crop_pct) with PIL and the card's filter, centre crop, /255, normalise. Workers ship uint8
+crops; the float conversion and normalisation run batched on the device (`normalize`), which gives
+the same float32 values as timm's per-image ToTensor + Normalize.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import tarfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from s2mlp_cli.errors import S2MLPError
+
+IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".webp", ".bmp")
+FULL_SIZE, PER_CLASS = 50_000, 50
+_WNID = re.compile(r"^n\d{8}$")
+_VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.[A-Za-z]+$")
+GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+
+LAYOUTS = (
+    "accepted layouts: A. class folders (DIR/n01440764/*.JPEG); "
+    "B. a flat folder of ILSVRC2012_val_*.JPEG with the devkit (--devkit DIR, or ILSVRC2012_devkit_t12 "
+    "inside or beside it); C. Kaggle (the folder holding LOC_val_solution.csv, or --labels "
+    "LOC_val_solution.csv); D. Hugging Face imagenet-1k parquet shards; E. WebDataset .tar shards with "
+    ".cls; or any image folder with --labels FILE (file name and wnid or sorted index per line)"
+)
+
+
+class DataError(S2MLPError):
+    """A dataset that cannot be found, read or labelled."""
+
+
+@cache
+def synsets() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids in sorted order: index i is class i of every pretrained head."""
+    from timm.data import ImageNetInfo
+
+    names = tuple(ImageNetInfo("imagenet-1k").label_names())
+    if len(names) != 1000 or list(names) != sorted(names):
+        raise DataError("timm's ImageNet-1k synset list is not the 1000 sorted wnids")
+    return names
+
+
+@cache
+def synset_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(synsets())}
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str  # what a user recognises: relative path, or shard:member
+    label: int
+    source: tuple  # ("file", path) | ("tar", shard, offset, size) | ("parquet", file, row_group, row)
+
+
+@dataclass
+class Dataset:
+    layout: str
+    root: str
+    samples: list[Sample]
+    notes: list[str] = field(default_factory=list)
+
+    def shape(self) -> str:
+        """Whether this is the full validation set, and if not, what it is."""
+        counts = Counter(s.label for s in self.samples)
+        n, k = len(self.samples), len(counts)
+        if n == FULL_SIZE and k == 1000 and set(counts.values()) == {PER_CLASS}:
+            return "the full validation set: 50,000 images, 50 per class"
+        per = sorted(set(counts.values()))
+        spread = f"{per[0]}" if len(per) == 1 else f"{per[0]}–{per[-1]}"
+        return f"a subset: {n:,} images in {k} classes ({spread} per class), not the full 50,000"
+
+
+# --- finding the data --------------------------------------------------------------------------------
+
+
+def find_dataset(
+    data: str | Path, labels: str | Path | None = None, devkit: str | Path | None = None
+) -> Dataset:
+    """Detect the layout of `data` and label every image; raise DataError naming the accepted layouts."""
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder; {LAYOUTS}")
+    if labels is not None:
+        return _with_labels_file(root, Path(labels).expanduser())
+    if root.is_file():
+        if root.suffix == ".parquet":
+            return _parquet(root.parent, [root])
+        if root.suffix == ".tar":
+            return _webdataset(root.parent, [root])
+        raise DataError(f"{root}: a single file must be a .parquet or .tar shard; {LAYOUTS}")
+    if (root / "LOC_val_solution.csv").is_file():
+        images = root / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+        return _kaggle(images if images.is_dir() else root, root / "LOC_val_solution.csv")
+    entries = list(root.iterdir())
+    class_dirs = [p for p in entries if p.is_dir() and _WNID.match(p.name)]
+    if class_dirs:
+        return _class_folders(root, class_dirs)
+    if parquet := _shards(root, "*.parquet"):
+        return _parquet(root, parquet)
+    if tars := _shards(root, "*.tar"):
+        return _webdataset(root, tars)
+    flat = [p for p in entries if p.is_file() and _VAL_NAME.match(p.name)]
+    if flat:
+        return _flat_devkit(root, flat, Path(devkit).expanduser() if devkit else None)
+    if devkit:
+        raise DataError(f"{root}: --devkit given but no ILSVRC2012_val_*.JPEG files in it; {LAYOUTS}")
+    images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    what = f"{len(images)} images but no labels" if images else "no images"
+    raise DataError(f"{root}: {what} in a layout we recognise; {LAYOUTS}")
+
+
+def _shards(root: Path, pattern: str) -> list[Path]:
+    found = sorted(root.glob(pattern)) or sorted(root.glob(f"*/{pattern}"))
+    val = [p for p in found if re.search(r"(^|[-_/.])(validation|val)([-_.]|$)", p.name)]
+    return val or found
+
+
+def _class_folders(root: Path, class_dirs: list[Path]) -> Dataset:
+    index = synset_index()
+    unknown = sorted(p.name for p in class_dirs if p.name not in index)
+    if unknown:
+        raise DataError(f"{root}: folder {unknown[0]} is not an ImageNet-1k synset ({len(unknown)} such)")
+    samples = []
+    for folder in sorted(class_dirs, key=lambda p: p.name):
+        label = index[folder.name]
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTS:
+                samples.append(Sample(f"{folder.name}/{path.name}", label, ("file", str(path))))
+    if not samples:
+        raise DataError(f"{root}: class folders with no images in them")
+    return Dataset(
+        "A. class folders (label = wnid's index among the 1000 sorted synsets)", str(root), samples
+    )
+
+
+def _find_devkit(root: Path) -> Path | None:
+    candidates = [root, root / "ILSVRC2012_devkit_t12", root.parent / "ILSVRC2012_devkit_t12", root.parent]
+    candidates += sorted(root.parent.glob("*devkit*")) + sorted(root.glob("*devkit*"))
+    for c in candidates:
+        if (c / "data" / GROUND_TRUTH).is_file() and (c / "data" / "meta.mat").is_file():
+            return c
+    return None
+
+
+def devkit_wnids(devkit: Path) -> dict[int, str]:
+    """ILSVRC2012_ID -> wnid from the devkit's meta.mat (leaf synsets, num_children == 0)."""
+    meta = devkit / "data" / "meta.mat"
+    try:
+        from scipy.io import loadmat
+
+        synsets_ = loadmat(str(meta), squeeze_me=True)["synsets"]
+        mapping = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets_ if int(s["num_children"]) == 0}
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise DataError(f"{meta}: not a readable ILSVRC2012 devkit meta.mat ({e})") from e
+    if len(mapping) != 1000 or set(mapping.values()) != set(synsets()):
+        raise DataError(f"{meta}: expected the 1000 ImageNet-1k leaf synsets, found {len(mapping)}")
+    return mapping
+
+
+def _flat_devkit(root: Path, files: list[Path], devkit: Path | None) -> Dataset:
+    devkit = devkit or _find_devkit(root)
+    if devkit is None:
+        raise DataError(
+            f"{root}: a flat folder of ILSVRC2012_val_*.JPEG needs the devkit's labels: pass --devkit DIR "
+            "(the extracted ILSVRC2012_devkit_t12 with data/meta.mat and data/"
+            f"{GROUND_TRUTH}), or put it inside or beside the images"
+        )
+    truth = devkit / "data" / GROUND_TRUTH
+    try:
+        ids = [int(line) for line in truth.read_text().split()]
+    except (OSError, ValueError) as e:
+        raise DataError(f"{truth}: not a readable ground-truth file ({e})") from e
+    id_to_wnid, index = devkit_wnids(devkit), synset_index()
+    samples = []
+    for path in sorted(files):
+        number = int(_VAL_NAME.match(path.name)[1])  # ILSVRC2012_val_00000001 is line 1
+        if not 1 <= number <= len(ids):
+            raise DataError(f"{path.name}: no line {number} in {truth} ({len(ids)} lines)")
+        samples.append(Sample(path.name, index[id_to_wnid[ids[number - 1]]], ("file", str(path))))
+    layout = "B. flat ILSVRC2012_val_* + devkit (ground-truth ID -> meta.mat wnid -> sorted index)"
+    return Dataset(layout, str(root), samples, [f"devkit: {devkit}"])
+
+
+def _kaggle(images: Path, solution: Path) -> Dataset:
+    ds = _with_labels_file(images, solution)
+    ds.layout = "C. Kaggle LOC_val_solution.csv (first wnid of PredictionString -> sorted index)"
+    return ds
+
+
+def _read_labels(path: Path) -> dict[str, int]:
+    """name -> sorted index, from Kaggle's CSV or a generic `name,label` / `name label` file."""
+    index = synset_index()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read labels ({e.strerror})") from e
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"{path}: empty labels file")
+    kaggle = lines[0].replace(" ", "").lower().startswith("imageid,predictionstring")
+    rows = csv.reader(lines) if "," in lines[0] else (ln.split() for ln in lines)
+    labels: dict[str, int] = {}
+    for n, row in enumerate(rows, 1):
+        if len(row) < 2:
+            raise DataError(f"{path}:{n}: expected a file name and a label, got {','.join(row)!r}")
+        name, label = row[0].strip(), row[1].strip()
+        if kaggle:
+            label = label.split()[0] if label else ""
+        if n == 1 and not (label in index or label.isdigit()):
+            continue  # a header
+        if label in index:
+            labels[name] = index[label]
+        elif label.isdigit() and int(label) < 1000:
+            labels[name] = int(label)
+        else:
+            raise DataError(f"{path}:{n}: label {label!r} is neither a wnid nor an index 0-999")
+    return labels
+
+
+def _with_labels_file(root: Path, labels_path: Path) -> Dataset:
+    if not root.is_dir():
+        raise DataError(f"{root}: with --labels, --data must be the folder of images")
+    labels = _read_labels(labels_path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    samples, unlabelled = [], []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        for name in (rel, path.name, path.stem):
+            if name in labels:
+                samples.append(Sample(rel, labels[name], ("file", str(path))))
+                break
+        else:
+            unlabelled.append(rel)
+    if not samples:
+        raise DataError(f"{root}: none of its {len(files)} images is named in {labels_path}")
+    notes = [f"labels: {labels_path}"]
+    if unlabelled:
+        notes.append(
+            f"{len(unlabelled)} images have no label in {labels_path.name} and were left out "
+            f"(first: {unlabelled[0]})"
+        )
+    missing = len(labels) - len(samples)
+    if missing > 0:
+        notes.append(f"{missing} labelled names have no image here")
+    return Dataset(
+        f"labels file {labels_path.name} (wnid or sorted index per file)", str(root), samples, notes
+    )
+
+
+def _parquet(root: Path, files: list[Path]) -> Dataset:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise DataError("reading parquet shards needs pyarrow: pip install pyarrow") from e
+    samples = []
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f)
+            if {"image", "label"} - set(pf.schema_arrow.names):
+                raise DataError(
+                    f"{f}: expected columns image and label, found {', '.join(pf.schema_arrow.names)}"
+                )
+            for rg in range(pf.num_row_groups):
+                labels = pf.read_row_group(rg, columns=["label"]).column("label").to_pylist()
+                for row, label in enumerate(labels):
+                    samples.append(Sample(f"{f.name}:{rg}:{row}", int(label), ("parquet", str(f), rg, row)))
+        except DataError:
+            raise
+        except Exception as e:  # pyarrow raises its own types for a damaged file
+            raise DataError(f"{f}: not a readable parquet shard ({e})") from e
+    if not samples:
+        raise DataError(f"{root}: the parquet shards hold no rows")
+    return Dataset("D. Hugging Face parquet shards (label column is the sorted index)", str(root), samples)
+
+
+def _webdataset(root: Path, shards: list[Path]) -> Dataset:
+    samples = []
+    for shard in shards:
+        images: dict[str, tuple[int, int]] = {}
+        labels: dict[str, int] = {}
+        try:
+            with tarfile.open(shard, "r:") as tar:
+                for m in tar:
+                    if not m.isfile():
+                        continue
+                    key, ext = _split_key(m.name)
+                    if ext in IMAGE_EXTS:
+                        images[key] = (m.offset_data, m.size)
+                    elif ext == ".cls":
+                        labels[key] = int(tar.extractfile(m).read().decode().strip())
+        except (tarfile.TarError, OSError, ValueError) as e:
+            raise DataError(f"{shard}: not a readable WebDataset shard ({e})") from e
+        for key in sorted(images, key=lambda k: images[k][0]):
+            if key not in labels:
+                raise DataError(f"{shard}: sample {key} has an image but no .cls label")
+            offset, size = images[key]
+            samples.append(Sample(f"{shard.name}:{key}", labels[key], ("tar", str(shard), offset, size)))
+    if not samples:
+        raise DataError(f"{root}: the .tar shards hold no image samples")
+    return Dataset("E. WebDataset shards (.cls is the sorted index)", str(root), samples)
+
+
+def _split_key(name: str) -> tuple[str, str]:
+    """WebDataset's rule: the key is the path up to the first dot of the file name; the rest is the type."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), "." + ext.lower()
+
+
+# --- reading and transforming ---------------------------------------------------------------------------
+
+
+def read_bytes(source: tuple, cache_: dict[str, Any] | None = None) -> bytes:
+    kind = source[0]
+    if kind == "file":
+        return Path(source[1]).read_bytes()
+    if kind == "tar":
+        _, shard, offset, size = source
+        with open(shard, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    _, path, rg, row = source  # parquet: keep the last row group decoded (samples come in order)
+    cache_ = cache_ if cache_ is not None else {}
+    if cache_.get("key") != (path, rg):
+        import pyarrow.parquet as pq
+
+        cache_["key"] = (path, rg)
+        cache_["images"] = pq.ParquetFile(path).read_row_group(rg, columns=["image"]).column("image")
+    return cache_["images"][row].as_py()["bytes"]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The eval transform: the card's, with any command-line overrides."""
+
+    img_size: int
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def resize(self) -> int:
+        return math.floor(self.img_size / self.crop_pct)
+
+    @property
+    def geometry(self) -> tuple[int, float, str]:
+        """What decoding, resizing and cropping depend on: models equal here share one pass."""
+        return (self.img_size, self.crop_pct, self.interpolation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "img_size": self.img_size,
+            "resize": self.resize,
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def decode(data: bytes):
+    """Any image as RGB: grayscale, CMYK, palette, and PNGs saved under a .JPEG name (PIL sniffs content)."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    img.load()  # a truncated file fails here, not later
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def crop_uint8(img, img_size: int, resize: int, interpolation: str):
+    """PIL image -> (3, size, size) uint8 tensor, the geometry of timm's eval transform.
+
+    torchvision's Resize(int) on a PIL image: shorter side -> `resize`, longer -> int(resize * long / short);
+    CenterCrop: top/left = int(round((dim - size) / 2)).
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    filters = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+    w, h = img.size
+    if w <= h:
+        new_w, new_h = resize, int(resize * h / w)
+    else:
+        new_w, new_h = int(resize * w / h), resize
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), filters[interpolation])
+    top, left = int(round((new_h - img_size) / 2.0)), int(round((new_w - img_size) / 2.0))
+    img = img.crop((left, top, left + img_size, top + img_size))
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def normalize(batch, mean: Sequence[float], std: Sequence[float]):
+    """(B, 3, H, W) uint8 -> float32 exactly as ToTensor + Normalize: x / 255, then (x - mean) / std."""
+    import torch
+
+    x = batch.to(torch.float32).div_(255)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32, device=x.device)[:, None, None]
+    return x.sub_(m).div_(s)
+
+
+class EvalSet:
+    """torch Dataset of uint8 crops; an unreadable image yields a blank crop and its error instead."""
+
+    def __init__(self, samples: list[Sample], prep: Preprocess) -> None:
+        self.samples = samples
+        self.img_size, self.resize, self.interpolation = prep.img_size, prep.resize, prep.interpolation
+        self._cache: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        s = self.samples[i]
+        try:
+            img = decode(read_bytes(s.source, self._cache))
+            x, error = crop_uint8(img, self.img_size, self.resize, self.interpolation), ""
+        except Exception as e:  # a damaged file is reported and skipped, never fatal
+            x = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
+            error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return x, s.label, i, error
