@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from s2mlp_cli.data import EvalSet, Preprocess, find_dataset, normalize, synsets
+from s2mlp_cli.data import EvalSet, find_dataset, normalize, synsets
+from s2mlp_cli.zoo import Preprocess
 
 SIZE, CROP, INTERP = 224, 0.9, "bicubic"  # S²-MLPv2's eval transform
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

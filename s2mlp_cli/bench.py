@@ -299,9 +299,14 @@ def _check_fake_oom(batch: int) -> None:
         raise torch.OutOfMemoryError(f"simulated: batch {batch} > {limit} ({FAKE_OOM_ENV})")
 
 
-def _prepare(model, spec: Spec):
+def _prepare(model, spec: Spec, batch: int):
+    """A clean slate for one measurement (memory freed, peak reset), then the model placed as asked."""
     import torch
 
+    _check_fake_oom(batch)
+    _free(spec.device)
+    if spec.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     model = model.to(spec.device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -366,11 +371,7 @@ def _percentile(values: list[float], q: float) -> float:
 def _infer(model, result: Result, spec: Spec, batch: int, img_size: int) -> None:
     import torch
 
-    _check_fake_oom(batch)
-    _free(spec.device)
-    if spec.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    net = _prepare(model.eval(), spec)
+    net = _prepare(model.eval(), spec, batch)
     x = _input(spec, batch, img_size)
 
     def step() -> None:
@@ -425,11 +426,7 @@ def _train(model, result: Result, spec: Spec, batch: int, img_size: int) -> None
     import torch
     from torch.nn import functional as F
 
-    _check_fake_oom(batch)
-    _free(spec.device)
-    if spec.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    net = _prepare(model.train(), spec)
+    net = _prepare(model.train(), spec, batch)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(spec.device, enabled=spec.amp == "fp16" and spec.device == "cuda")
     x = _input(spec, batch, img_size)

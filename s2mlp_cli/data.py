@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 import tarfile
 from collections import Counter
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.zoo import Preprocess
 
 IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".webp", ".bmp")
 FULL_SIZE, PER_CLASS = 50_000, 50
@@ -351,36 +351,6 @@ def read_bytes(source: tuple, cache_: dict[str, Any] | None = None) -> bytes:
     return cache_["images"][row].as_py()["bytes"]
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """The eval transform: the card's, with any command-line overrides."""
-
-    img_size: int
-    crop_pct: float
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @property
-    def resize(self) -> int:
-        return math.floor(self.img_size / self.crop_pct)
-
-    @property
-    def geometry(self) -> tuple[int, float, str]:
-        """What decoding, resizing and cropping depend on: models equal here share one pass."""
-        return (self.img_size, self.crop_pct, self.interpolation)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "img_size": self.img_size,
-            "resize": self.resize,
-            "crop_pct": self.crop_pct,
-            "interpolation": self.interpolation,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
-
-
 def decode(data: bytes):
     """Any image as RGB: grayscale, CMYK, palette, and PNGs saved under a .JPEG name (PIL sniffs content)."""
     from PIL import Image
@@ -428,7 +398,7 @@ class EvalSet:
 
     def __init__(self, samples: list[Sample], prep: Preprocess) -> None:
         self.samples = samples
-        self.img_size, self.resize, self.interpolation = prep.img_size, prep.resize, prep.interpolation
+        self.img_size, self.resize, self.interpolation = prep.input_size, prep.resize, prep.interpolation
         self._cache: dict[str, Any] = {}
 
     def __len__(self) -> int:

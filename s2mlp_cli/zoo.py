@@ -7,6 +7,7 @@ imports no torch, so `s2mlp list` and `s2mlp info` answer at once.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable
@@ -148,11 +149,32 @@ def _validate(data: Any, schema: dict[str, Any], where: str, prefix: str = "") -
 
 @dataclass(frozen=True)
 class Preprocess:
+    """The eval transform (timm's convention): resize the short side to `resize`, centre-crop `input_size`."""
+
     input_size: int
     crop_pct: float
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+    @property
+    def resize(self) -> int:
+        return math.floor(self.input_size / self.crop_pct)
+
+    @property
+    def geometry(self) -> tuple[int, float, str]:
+        """What decoding, resizing and cropping depend on: models equal here can share one pass."""
+        return (self.input_size, self.crop_pct, self.interpolation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "resize": self.resize,
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 @dataclass(frozen=True)
@@ -200,13 +222,7 @@ class Card:
             "aliases": list(self.aliases),
             "description": self.description,
             "arch": self.arch,
-            "preprocess": {
-                "input_size": p.input_size,
-                "crop_pct": p.crop_pct,
-                "interpolation": p.interpolation,
-                "mean": list(p.mean),
-                "std": list(p.std),
-            },
+            "preprocess": {k: v for k, v in p.to_dict().items() if k != "resize"},
             "weights": {
                 "status": w.status,
                 "published": w.published,

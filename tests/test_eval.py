@@ -110,7 +110,7 @@ def test_class_folders(setup, tmp_path: Path, items) -> None:
     r = check(doc, expected)
     assert r["layout"].startswith("A. class folders") and r["set"].startswith("a subset: 12 images")
     assert r["preprocess"] == {
-        "img_size": 56,
+        "input_size": 56,
         "resize": 64,
         "crop_pct": 0.875,
         "interpolation": "bicubic",
@@ -268,7 +268,7 @@ def test_overrides_are_applied_and_reported(setup, tmp_path: Path, items) -> Non
     assert code == 0, stderr
     r = doc["results"][0]
     assert r["preprocess"] == {
-        "img_size": 56,
+        "input_size": 56,
         "resize": 56,
         "crop_pct": 1.0,
         "interpolation": "bilinear",

@@ -136,10 +136,11 @@ def eval_command(
 
     from s2mlp_cli import hub
     from s2mlp_cli.bench import environment, resolve_device
-    from s2mlp_cli.data import Preprocess, find_dataset
+    from s2mlp_cli.data import find_dataset
     from s2mlp_cli.evaluate import Entry, Options, chance_warning, evaluate
     from s2mlp_cli.models import create_model
     from s2mlp_cli.weights import load_weights
+    from s2mlp_cli.zoo import Preprocess
 
     device = resolve_device(device)
     if amp == "fp16" and device == "cpu":
@@ -164,13 +165,13 @@ def eval_command(
     for card in cards:
         p = card.preprocess
         prep = Preprocess(
-            img_size=img_size or p.input_size,
+            input_size=img_size or p.input_size,
             crop_pct=crop_pct or p.crop_pct,
             interpolation=interpolation or p.interpolation,
             mean=mean or p.mean,
             std=std or p.std,
         )
-        overrides = {} if prep.img_size == p.input_size else {"img_size": prep.img_size}
+        overrides = {} if prep.input_size == p.input_size else {"img_size": prep.input_size}
         model = create_model(card.name, **overrides)
         if weights:
             load_weights(model, weights)
@@ -245,7 +246,7 @@ def _print(doc: dict[str, Any]) -> None:
         p = r["preprocess"]
         out.print(
             Text(
-                f"{r['model']}: resize {p['resize']} {p['interpolation']}, centre crop {p['img_size']} "
+                f"{r['model']}: resize {p['resize']} {p['interpolation']}, centre crop {p['input_size']} "
                 f"(crop_pct {p['crop_pct']}), mean {tuple(p['mean'])}, std {tuple(p['std'])}; "
                 f"weights {r['weights']}"
             )
