@@ -163,11 +163,14 @@ def pull(
     *,
     refresh: bool = False,
     progress: bool = True,
+    check_fit: bool = True,
 ) -> Pulled:
     """The variant's verified weights: from the cache when there, else downloaded (unless offline).
 
     A cached file is used without asking the Hub (so a second run works with the Hub down); `refresh`
-    asks the Hub whether the revision moved. Raises HubError / WeightsUnavailableError with the next step.
+    asks the Hub whether the revision moved. `check_fit=False` skips the strict trial load, for callers
+    that load the file strictly right away (reading it once instead of twice).
+    Raises HubError / WeightsUnavailableError with the next step.
     """
     if repo is None and _imported_file(card).is_file():
         return _verify_imported(card)
@@ -176,14 +179,14 @@ def pull(
         raise WeightsUnavailableError(no_weights_message(card))
     found = None if refresh else cached_path(card, src.repo, src.revision, src.filename)
     if found is not None:
-        return _verify_hub_file(card, src, found, cached=True)
+        return _verify_hub_file(card, src, found, cached=True, check_fit=check_fit)
     if offline():
         raise HubError(
             f"{card.name}: {src} is not in the cache ({hub_cache()}) and HF_HUB_OFFLINE is set; "
             f"run `s2mlp pull {_pull_args(card, repo, revision, filename)}` while online first"
         )
     path = _download(card, src, progress)
-    return _verify_hub_file(card, src, path, cached=False)
+    return _verify_hub_file(card, src, path, cached=False, check_fit=check_fit)
 
 
 def _pull_args(card: Card, repo: str | None, revision: str | None, filename: str | None) -> str:
@@ -347,7 +350,7 @@ def _git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def _verify_hub_file(card: Card, src: Source, path: Path, cached: bool) -> Pulled:
+def _verify_hub_file(card: Card, src: Source, path: Path, cached: bool, check_fit: bool = True) -> Pulled:
     blob = path.resolve()
     etag = blob.name
     sha = file_sha256(blob)
@@ -370,7 +373,8 @@ def _verify_hub_file(card: Card, src: Source, path: Path, cached: bool) -> Pulle
             f"{expected[:16]}…. The corrupt file was deleted from the cache; run the command again to "
             "download it afresh"
         )
-    check_fits(card, path, str(src))
+    if check_fit:
+        check_fits(card, path, str(src))
     return Pulled(card.name, str(path), str(src), sha, against, blob.stat().st_size, cached)
 
 
@@ -382,8 +386,9 @@ def _discard(*paths: Path) -> None:
             pass
 
 
-def check_fits(card: Card, path: Path, what: str) -> None:
-    """Load the file into the variant, strict on keys and shapes; built on the meta device, so no memory."""
+def check_fits(card: Card, path: Path, what: str) -> dict:
+    """The file's state dict, fitted to the variant strictly (keys and shapes); the variant is built on
+    the meta device, so the check costs no memory beyond the file's tensors."""
     import torch
 
     from s2mlp_cli.models import create_model
@@ -391,7 +396,7 @@ def check_fits(card: Card, path: Path, what: str) -> None:
 
     with torch.device("meta"):
         model = create_model(card.name)
-    fit_state_dict(model, read_state_dict(path), what)
+    return fit_state_dict(model, read_state_dict(path), what)
 
 
 # --- imported files --------------------------------------------------------------------------------------
@@ -411,11 +416,7 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
     The file is read safely (`weights.read_state_dict`), must hash to `sha256` (or the card's pin for a
     variant without a Hub repo) when one is given, and must load strictly into the variant.
     """
-    import torch
     from safetensors.torch import save_file
-
-    from s2mlp_cli.models import create_model
-    from s2mlp_cli.weights import fit_state_dict, read_state_dict
 
     source = Path(source).expanduser()
     if not source.is_file():
@@ -428,9 +429,7 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
             f"{expected.lower()[:16]}…; download it again"
             + (f" from {card.weights.urls[0]}" if card.weights.urls else "")
         )
-    with torch.device("meta"):
-        model = create_model(card.name)
-    state_dict = fit_state_dict(model, read_state_dict(source), source.name)
+    state_dict = check_fits(card, source, source.name)
     # own storage for every tensor: safetensors refuses shared or strided ones
     state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
 

@@ -16,3 +16,11 @@ def resolve_card(name: str, param_hint: str = "VARIANT") -> Card:
         return get_card(name)
     except UnknownModelError as e:
         raise click.BadParameter(str(e), param_hint=param_hint) from e
+
+
+def check_amp(device: str, amp: str) -> None:
+    """fp16 autocast on the CPU is a usage error (exit 2), caught before any model is built."""
+    if amp == "fp16" and device == "cpu":
+        raise click.BadParameter(
+            "fp16 autocast is for the GPU; use --amp bf16 or none on the CPU", param_hint="--amp"
+        )

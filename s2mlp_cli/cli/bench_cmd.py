@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from s2mlp_cli.cli._options import json_option, resolve_card
+from s2mlp_cli.cli._options import check_amp, json_option, resolve_card
 from s2mlp_cli.console import err, info, out, print_json
 from s2mlp_cli.zoo import Card
 
@@ -151,13 +151,11 @@ def bench_command(
         except ImportError:
             raise click.ClickException("--plot needs matplotlib: pip install 's2mlp[plot]'") from None
 
-    from s2mlp_cli.bench import Spec, environment, resolve_device, run_isolated
+    from s2mlp_cli.bench import Spec, run_isolated
+    from s2mlp_cli.runtime import environment, resolve_device
 
     device = resolve_device(device)
-    if amp == "fp16" and device == "cpu":
-        raise click.BadParameter(
-            "fp16 autocast is for the GPU; use --amp bf16 or none on the CPU", param_hint="--amp"
-        )
+    check_amp(device, amp)
     defaults = DEFAULTS[device]
     sizes = sizes or defaults["batch"]
     warmup = defaults["warmup"] if warmup is None else warmup

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from s2mlp_cli.cli._options import json_option, resolve_card
+from s2mlp_cli.cli._options import check_amp, json_option, resolve_card
 from s2mlp_cli.console import info, out, print_json, warn
 
 
@@ -135,22 +135,16 @@ def eval_command(
     import torch
 
     from s2mlp_cli import hub
-    from s2mlp_cli.bench import environment, resolve_device
     from s2mlp_cli.data import find_dataset
     from s2mlp_cli.evaluate import Entry, Options, chance_warning, evaluate
     from s2mlp_cli.models import create_model
+    from s2mlp_cli.runtime import dtype_label, environment, resolve_device, set_math_mode
     from s2mlp_cli.weights import load_weights
     from s2mlp_cli.zoo import Preprocess
 
     device = resolve_device(device)
-    if amp == "fp16" and device == "cpu":
-        raise click.BadParameter(
-            "fp16 autocast is for the GPU; use --amp bf16 or none on the CPU", param_hint="--amp"
-        )
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    check_amp(device, amp)
+    set_math_mode(device, tf32)
 
     dataset = find_dataset(data, labels, devkit)
     if limit:
@@ -159,7 +153,8 @@ def eval_command(
     info(f"layout: {dataset.layout}")
     for note in dataset.notes:
         info(f"  {note}")
-    info(f"set: {dataset.shape()}" + (f" (--limit {limit})" if limit else ""))
+    shape = dataset.shape()
+    info(f"set: {shape}" + (f" (--limit {limit})" if limit else ""))
 
     entries = []
     for card in cards:
@@ -177,7 +172,7 @@ def eval_command(
             load_weights(model, weights)
             source = weights
         else:
-            pulled = hub.pull(card)
+            pulled = hub.pull(card, check_fit=False)  # load_weights below is the strict check
             load_weights(model, pulled.path)
             source = pulled.source
         model = model.eval().to(device)
@@ -205,11 +200,11 @@ def eval_command(
             warn(f"{r['model']}: {message}")
         r.update(
             layout=dataset.layout,
-            set=dataset.shape(),
+            set=shape,
             data=dataset.root,
             device=device,
             batch_size=opts.batch_size,
-            dtype=environment_dtype(amp),
+            dtype=dtype_label(amp),
         )
 
     env = environment(device, amp, tf32)
@@ -225,12 +220,6 @@ def eval_command(
         print_json(doc)
     else:
         _print(doc)
-
-
-def environment_dtype(amp: str) -> str:
-    from s2mlp_cli.bench import dtype_label
-
-    return dtype_label(amp)
 
 
 def _print(doc: dict[str, Any]) -> None:

@@ -84,7 +84,7 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Mo
         from s2mlp_cli.hub import pull
         from s2mlp_cli.weights import load_weights
 
-        load_weights(model, pull(card, **source).path)
+        load_weights(model, pull(card, **source, check_fit=False).path)  # the load is the strict check
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model

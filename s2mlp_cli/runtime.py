@@ -1,0 +1,106 @@
+"""Where and how models run, shared by `eval` and `bench`: device choice, math mode, the environment block."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from s2mlp_cli.errors import S2MLPError
+
+
+def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
+    """The conditions a reader needs to trust or reproduce the numbers."""
+    import platform
+
+    import torch
+
+    from s2mlp_cli import __version__
+
+    env: dict[str, Any] = {
+        "s2mlp": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": device,
+        "dtype": dtype_label(amp),
+        "math_mode": math_mode(device, amp, tf32),
+    }
+    try:
+        import timm
+
+        env["timm"] = timm.__version__
+    except ImportError:
+        pass
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(
+            device_name=props.name,
+            device_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            driver=_nvidia_driver(),
+        )
+    else:
+        env["device_name"] = env["cpu"]
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def dtype_label(amp: str) -> str:
+    return {"none": "float32", "bf16": "bfloat16 (autocast)", "fp16": "float16 (autocast)"}[amp]
+
+
+def math_mode(device: str, amp: str, tf32: bool) -> str:
+    if amp != "none":
+        return f"{amp} autocast, fp32 elsewhere" + (" with TF32" if tf32 and device == "cuda" else "")
+    if device == "cuda":
+        return "fp32, TF32 on (--tf32)" if tf32 else "fp32, TF32 off (full precision)"
+    return "fp32"
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when present; cuda on a machine without one is an error naming --device cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise S2MLPError("no CUDA device is available here; use --device cpu")
+    return device
+
+
+def set_math_mode(device: str, tf32: bool) -> None:
+    """Full fp32 matmuls unless TF32 is asked for; `math_mode` says which in every result."""
+    import torch
+
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
