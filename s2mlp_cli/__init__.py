@@ -16,14 +16,16 @@ __version__ = "0.1.0"
 __all__ = ["S2MLPError", "__version__", "create_model", "load_weights"]
 
 
-def create_model(name: str, pretrained: bool = False, **overrides: Any) -> torch.nn.Module:
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
     """Build a zoo model by card name or alias (`small`, `s2mlpv2_medium`, `vip_s7`, ...).
 
-    `overrides` replace the card's constructor arguments (e.g. `num_classes=10`, `drop_path_rate=0.0`).
+    Keyword arguments: `weights=`, `repo=`, `revision=`, `filename=` (with `pretrained=True`: where the
+    weights come from), `img_size=`, `device=`, `dtype=`, and constructor arguments that replace the
+    card's (e.g. `num_classes=10`). See `s2mlp_cli.api.create_model`.
     """
-    from s2mlp_cli.models import create_model as _create_model
+    from s2mlp_cli.api import create_model as _create_model
 
-    return _create_model(name, pretrained=pretrained, **overrides)
+    return _create_model(name, pretrained, **kwargs)
 
 
 def load_weights(model: torch.nn.Module, path: str, *, reset_head: bool = False) -> torch.nn.Module:

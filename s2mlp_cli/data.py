@@ -1,7 +1,7 @@
 """ImageNet-1k validation data: every on-disk layout users have, correct labels, the published eval transform.
 
 Labels are always the index of the image's WordNet id among the 1000 sorted synsets (timm's
-`ImageNetInfo`), which is what every pretrained head predicts. See ../shared/docs/imagenet-layouts.md:
+`ImageNetInfo`), which is what every pretrained head predicts. The layouts users have:
 - A. class folders `n01440764/*.JPEG` (a subset of folders keeps the global indices);
 - B. a flat folder of `ILSVRC2012_val_*.JPEG` plus the devkit, whose ground-truth IDs map through
   `meta.mat` (ILSVRC2012_ID is not the sorted index);
@@ -10,10 +10,10 @@ Labels are always the index of the image's WordNet id among the 1000 sorted syns
 - E. WebDataset tar shards (`.jpg` + `.cls`, the sorted index);
 - or any folder with `--labels FILE` naming each file's wnid or sorted index.
 
-The transform reproduces timm's `create_transform(is_training=False)` exactly: shorter side resized to
-floor(size / crop_pct) with PIL and the card's filter, centre crop, /255, normalise. Workers ship uint8
-crops; the float conversion and normalisation run batched on the device (`normalize`), which gives
-the same float32 values as timm's per-image ToTensor + Normalize.
+The transform is timm's `create_transform(is_training=False, use_prefetcher=True)`: shorter side resized
+to floor(size / crop_pct) with the card's filter, centre crop, uint8 out. Workers ship uint8 crops; the
+float conversion and normalisation run batched on the device (`normalize`), which gives the same float32
+values as timm's per-image ToTensor + Normalize.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 
 LAYOUTS = (
     "accepted layouts: A. class folders (DIR/n01440764/*.JPEG); "
-    "B. a flat folder of ILSVRC2012_val_*.JPEG with the devkit (--devkit DIR, or ILSVRC2012_devkit_t12 "
-    "inside or beside it); C. Kaggle (the folder holding LOC_val_solution.csv, or --labels "
-    "LOC_val_solution.csv); D. Hugging Face imagenet-1k parquet shards; E. WebDataset .tar shards with "
-    ".cls; or any image folder with --labels FILE (file name and wnid or sorted index per line)"
+    "B. a flat folder of ILSVRC2012_val_*.JPEG with the devkit (given, or ILSVRC2012_devkit_t12 "
+    "inside or beside it); C. Kaggle (the folder holding LOC_val_solution.csv, or that file as the labels "
+    "file); D. Hugging Face imagenet-1k parquet shards; E. WebDataset .tar shards with "
+    ".cls; or any image folder with a labels file (file name and wnid or sorted index per line)"
 )
 
 
@@ -125,7 +125,7 @@ def find_dataset(
     if flat:
         return _flat_devkit(root, flat, Path(devkit).expanduser() if devkit else None)
     if devkit:
-        raise DataError(f"{root}: --devkit given but no ILSVRC2012_val_*.JPEG files in it; {LAYOUTS}")
+        raise DataError(f"{root}: a devkit was given but no ILSVRC2012_val_*.JPEG files are here; {LAYOUTS}")
     images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
     what = f"{len(images)} images but no labels" if images else "no images"
     raise DataError(f"{root}: {what} in a layout we recognise; {LAYOUTS}")
@@ -183,9 +183,10 @@ def _flat_devkit(root: Path, files: list[Path], devkit: Path | None) -> Dataset:
     devkit = devkit or _find_devkit(root)
     if devkit is None:
         raise DataError(
-            f"{root}: a flat folder of ILSVRC2012_val_*.JPEG needs the devkit's labels: pass --devkit DIR "
-            "(the extracted ILSVRC2012_devkit_t12 with data/meta.mat and data/"
-            f"{GROUND_TRUTH}), or put it inside or beside the images"
+            f"{root}: a flat folder of ILSVRC2012_val_*.JPEG needs the devkit's labels: the extracted "
+            f"ILSVRC2012_devkit_t12 with data/meta.mat and data/{GROUND_TRUTH}, given, or inside or beside "
+            "the images",
+            next_step="give_devkit",
         )
     truth = devkit / "data" / GROUND_TRUTH
     try:
@@ -241,7 +242,7 @@ def _read_labels(path: Path) -> dict[str, int]:
 
 def _with_labels_file(root: Path, labels_path: Path) -> Dataset:
     if not root.is_dir():
-        raise DataError(f"{root}: with --labels, --data must be the folder of images")
+        raise DataError(f"{root}: with a labels file, the data must be a folder of images", param="data")
     labels = _read_labels(labels_path)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
     samples, unlabelled = [], []
@@ -360,27 +361,19 @@ def decode(data: bytes):
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def crop_uint8(img, img_size: int, resize: int, interpolation: str):
-    """PIL image -> (3, size, size) uint8 tensor, the geometry of timm's eval transform.
+def eval_transform(prep: Preprocess):
+    """PIL image -> (3, size, size) uint8 tensor: timm's own eval transform (shorter side to
+    floor(size / crop_pct) with the card's filter, centre crop) stopped before the float conversion,
+    which `normalize` does batched on the device."""
+    from timm.data import create_transform
 
-    torchvision's Resize(int) on a PIL image: shorter side -> `resize`, longer -> int(resize * long / short);
-    CenterCrop: top/left = int(round((dim - size) / 2)).
-    """
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    filters = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
-    w, h = img.size
-    if w <= h:
-        new_w, new_h = resize, int(resize * h / w)
-    else:
-        new_w, new_h = int(resize * w / h), resize
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), filters[interpolation])
-    top, left = int(round((new_h - img_size) / 2.0)), int(round((new_w - img_size) / 2.0))
-    img = img.crop((left, top, left + img_size, top + img_size))
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return create_transform(
+        input_size=prep.input_size,
+        crop_pct=prep.crop_pct,
+        interpolation=prep.interpolation,
+        is_training=False,
+        use_prefetcher=True,  # uint8 out: timm's prefetcher normalises on the device, as we do
+    )
 
 
 def normalize(batch, mean: Sequence[float], std: Sequence[float]):
@@ -398,7 +391,8 @@ class EvalSet:
 
     def __init__(self, samples: list[Sample], prep: Preprocess) -> None:
         self.samples = samples
-        self.img_size, self.resize, self.interpolation = prep.input_size, prep.resize, prep.interpolation
+        self.img_size = prep.input_size
+        self.transform = eval_transform(prep)
         self._cache: dict[str, Any] = {}
 
     def __len__(self) -> int:
@@ -410,7 +404,7 @@ class EvalSet:
         s = self.samples[i]
         try:
             img = decode(read_bytes(s.source, self._cache))
-            x, error = crop_uint8(img, self.img_size, self.resize, self.interpolation), ""
+            x, error = self.transform(img), ""
         except Exception as e:  # a damaged file is reported and skipped, never fatal
             x = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

@@ -1,17 +1,198 @@
 """ImageNet-1k evaluation: top-1 / top-5 / loss of several models in as few passes over the data as possible.
 
+`run(EvalOptions(...))` is everything `s2mlp eval` does, returning the result document `{"env",
+"results"}`; the command only parses, calls and prints. `check(options)` finds every problem with a
+request (names, paths, weight sources, output files) without importing torch, so a bad request fails
+at once and says everything that is wrong in one message.
+
 Models whose transforms share the geometry (size, crop_pct, filter) share one pass: each image is decoded
 and cropped once, and each model normalises the batch with its own mean/std on the device.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from s2mlp_cli.console import warn
+from s2mlp_cli import hub, report
+from s2mlp_cli.console import info, warn
 from s2mlp_cli.data import Dataset, EvalSet, Preprocess, normalize
+from s2mlp_cli.errors import ProblemsError, S2MLPError, UnknownModelError
+from s2mlp_cli.runtime import amp_problem
+from s2mlp_cli.zoo import Card, get_card
+
+PREDICTION_FORMATS = (".jsonl", ".csv")
+
+
+@dataclass
+class EvalOptions:
+    """One evaluation request; None means the card's value or the device's default."""
+
+    variants: Sequence[str]
+    data: str | Path
+    labels: str | Path | None = None
+    devkit: str | Path | None = None
+    weights: str | Path | None = None  # one variant only
+    img_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    device: str = "auto"
+    batch_size: int | None = None  # 256 on the GPU, 32 on the CPU
+    workers: int | None = None  # CPU cores, at most 8
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    tf32: bool = False
+    limit: int | None = None
+    output: str | Path | None = None  # .json, .csv or .md, written atomically
+    save_predictions: str | Path | None = None  # .jsonl or .csv
+    progress: bool = True
+
+
+def check(opts: EvalOptions) -> list[S2MLPError]:
+    """Every problem with the request, each naming its argument (`param`); no torch, no network."""
+    problems: list[S2MLPError] = []
+    cards = _cards(opts.variants, problems)
+    if not cards and not problems:
+        problems.append(S2MLPError("name at least one variant", param="variants"))
+    if opts.weights is not None and len(cards) > 1:
+        problems.append(
+            S2MLPError("a weights file loads into one model: evaluate a single variant", param="weights")
+        )
+    root = Path(opts.data).expanduser()
+    if not root.exists():
+        problems.append(S2MLPError(f"{root}: no such file or folder", param="data"))
+    for name in ("labels", "devkit"):
+        path = getattr(opts, name)
+        if path is not None and not Path(path).expanduser().exists():
+            problems.append(S2MLPError(f"{path}: no such file or folder", param=name))
+    for name in ("mean", "std"):
+        values = getattr(opts, name)
+        if values is not None and not all(math.isfinite(v) and (name == "mean" or v > 0) for v in values):
+            what = "finite numbers" if name == "mean" else "finite numbers above 0"
+            problems.append(S2MLPError(f"{name} must be three {what}, got {tuple(values)}", param=name))
+    if (problem := amp_problem(opts.device, opts.amp)) is not None:
+        problems.append(problem)
+    problems += _output_problems(opts.output, report.FORMATS, "output")
+    problems += _output_problems(opts.save_predictions, PREDICTION_FORMATS, "save_predictions")
+    for card in cards:
+        if (problem := hub.precheck(card, opts.weights)) is not None:
+            problems.append(problem)
+    return problems
+
+
+def _cards(names: Sequence[str], problems: list[S2MLPError]) -> list[Card]:
+    cards: dict[str, Card] = {}
+    for name in (n.strip() for n in names if n.strip()):
+        try:
+            card = get_card(name)
+        except UnknownModelError as e:
+            problems.append(S2MLPError(str(e), param="variants"))
+            continue
+        cards.setdefault(card.name, card)
+    return list(cards.values())
+
+
+def _output_problems(path: str | Path | None, formats: Sequence[str], param: str) -> list[S2MLPError]:
+    if path is None:
+        return []
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in formats:
+        return [S2MLPError(f"{path}: use a {' or '.join(formats)} file", param=param)]
+    if path.is_dir():
+        return [S2MLPError(f"{path} is a folder; name a file", param=param)]
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [S2MLPError(f"{path}: cannot write in {folder}", param=param)]
+    return []
+
+
+def run(opts: EvalOptions) -> dict[str, Any]:
+    """Evaluate every variant; the document `{"env", "results"}`. Raises ProblemsError first if
+    `check` finds anything, S2MLPError for what only shows later (unreadable data, weights that fail)."""
+    if problems := check(opts):
+        raise ProblemsError(problems)
+    import torch
+
+    from s2mlp_cli.api import load_pretrained
+    from s2mlp_cli.data import find_dataset
+    from s2mlp_cli.models import create_model
+    from s2mlp_cli.runtime import device_for, dtype_label, environment, set_math_mode
+
+    device = device_for(opts.device, opts.amp)
+    set_math_mode(device, opts.tf32)
+
+    dataset = find_dataset(opts.data, opts.labels, opts.devkit)
+    if opts.limit:
+        dataset.samples = dataset.samples[: opts.limit]
+    info(f"data: {dataset.root}")
+    info(f"layout: {dataset.layout}")
+    for note in dataset.notes:
+        info(f"  {note}")
+    shape = dataset.shape()
+    info(f"set: {shape}" + (f" (limit {opts.limit})" if opts.limit else ""))
+
+    entries = []
+    for card in _cards(opts.variants, []):
+        prep = _preprocess(card, opts)
+        model = create_model(card.name, img_size=prep.input_size)
+        pulled = load_pretrained(model, card.name, opts.weights, progress=opts.progress)
+        model = model.eval().to(device)
+        if opts.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if opts.compile:
+            model = torch.compile(model)
+        entries.append(Entry(card.name, model, prep, pulled.source, card.paper.get("top1"), pulled.origin))
+
+    batch_size = opts.batch_size or (256 if device == "cuda" else 32)
+    workers = min(8, os.cpu_count() or 1) if opts.workers is None else opts.workers
+    loop = Options(device, batch_size, workers, opts.amp, opts.channels_last, bool(opts.save_predictions))
+    results = evaluate(dataset, entries, loop, progress=opts.progress)
+    if results and results[0]["images"] == 0:
+        raise S2MLPError(f"none of the {len(dataset.samples)} images could be read (see the warnings)")
+    for r in results:
+        if (message := chance_warning(r["top1"], r["images"])) is not None:
+            warn(f"{r['model']}: {message}")
+        r.update(layout=dataset.layout, set=shape, data=dataset.root, device=device)
+        r.update(batch_size=batch_size, dtype=dtype_label(opts.amp))
+
+    env = environment(device, opts.amp, opts.tf32)
+    env.update(workers=workers, batch_size=batch_size, channels_last=opts.channels_last, compile=opts.compile)
+    doc = report.document(env, results)
+    if opts.save_predictions:
+        _write_predictions(opts.save_predictions, entries)
+    if opts.output:
+        report.write(str(opts.output), doc, report.EVAL_COLUMNS, "s2mlp eval")
+    return doc
+
+
+def _preprocess(card: Card, opts: EvalOptions) -> Preprocess:
+    p = card.preprocess
+    return Preprocess(
+        input_size=opts.img_size or p.input_size,
+        crop_pct=opts.crop_pct or p.crop_pct,
+        interpolation=opts.interpolation or p.interpolation,
+        mean=tuple(opts.mean or p.mean),
+        std=tuple(opts.std or p.std),
+    )
+
+
+def _write_predictions(path: str | Path, entries: list[Entry]) -> None:
+    rows = [{"model": e.name, **p} for e in entries for p in e.predictions]
+    if str(path).endswith(".jsonl"):
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    else:
+        text = report.to_csv({"results": rows})
+    report.write_text_atomic(path, text)
+
 
 CHANCE_TOP1 = 0.1  # percent, 1000 classes
 
@@ -25,6 +206,7 @@ class Entry:
     prep: Preprocess
     weights: str
     paper_top1: float | None = None
+    weights_origin: str = "card"
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -143,6 +325,7 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
                 "paper_top1": e.paper_top1,
                 "delta_top1": None if top1 is None or e.paper_top1 is None else round(top1 - e.paper_top1, 3),
                 "weights": e.weights,
+                "weights_origin": e.weights_origin,
                 "preprocess": e.prep.to_dict(),
                 "shared_pass_with": [o.name for o in group if o is not e],
                 "skipped_files": skipped,

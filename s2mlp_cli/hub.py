@@ -6,6 +6,11 @@ Two places hold weights:
   are not on the Hub (ViP on Google Drive, GFNet on Tsinghua Cloud). `import_file` checks such a file,
   converts it to safetensors and records its hash; from then on the variant counts as pulled.
 
+`resolve` is the one place that decides where a variant's weights come from, for `create_model(
+pretrained=True)`, eval, bench and pull alike: a file the caller names > the source the user last pulled
+or imported for that variant (remembered in `S2MLP_HOME/weights/<variant>/source.json`) > the card's
+own source. Every result says which (`Pulled.origin`).
+
 Every use re-checks the bytes: a Hub file against the card's sha256 pin, else against the ETag the Hub
 sent (the blob's name in the cache: a sha256 for LFS files, a git blob sha1 otherwise); an imported file
 against the hash recorded when it was imported. A file that fails is deleted and never used.
@@ -22,7 +27,7 @@ import os
 import re
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +71,7 @@ class Pulled:
     verified: str  # what the bytes were checked against
     size: int
     cached: bool  # True when no download was needed
+    origin: str = "card"  # "given" (named by the caller), "pulled" (remembered from s2mlp pull), "card"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,20 +127,131 @@ def hub_source(
     )
 
 
-def no_weights_message(card: Card) -> str:
-    """Why `card` has no weights to pull, and what to run instead."""
+def no_weights_error(card: Card) -> WeightsUnavailableError:
+    """Why `card` has no weights to use; the CLI adds the commands that fix it (`next_step`)."""
     w = card.weights
     if not w.published:
         why = f"no pretrained weights are published for {card.name}" + (f" ({w.note})" if w.note else "")
-        return (
-            f"{why}; to use your own: s2mlp pull {card.name} --repo ORG/NAME, "
-            f"or s2mlp pull {card.name} --from FILE, or --weights FILE"
+        return WeightsUnavailableError(
+            why,
+            next_step="own_weights",
+            variant=card.name,
+            advice="use your own: a Hub repository, a checkpoint file, or an imported file",
         )
     where = f" from {w.urls[0]}" if w.urls else ""
-    return (
-        f"{card.name}'s official weights are not on the Hugging Face Hub: download them by hand{where}, "
-        f"then run: s2mlp pull {card.name} --from FILE"
+    return WeightsUnavailableError(
+        f"{card.name}'s official weights are not on the Hugging Face Hub: download them by hand{where}",
+        next_step="import",
+        variant=card.name,
+        advice="then import the file",
     )
+
+
+# --- choosing the source -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Where a variant's weights will come from, decided without reading them."""
+
+    variant: str
+    kind: str  # "file" (a path the caller gave), "import" (our converted copy), "hub"
+    origin: str  # "given", "pulled" (remembered), "card"
+    path: Path | None = None
+    source: Source | None = None
+
+    def describe(self) -> str:
+        return str(self.source) if self.kind == "hub" else str(self.path)
+
+
+def choose(
+    card: Card,
+    weights: str | Path | None = None,
+    repo: str | None = None,
+    revision: str | None = None,
+    filename: str | None = None,
+) -> Choice:
+    """A file the caller names > the source the user pulled or imported > the card's. No I/O but a
+    small JSON record; raises WeightsUnavailableError when there is nothing to use."""
+    if weights is not None:
+        return Choice(card.name, "file", "given", path=Path(weights).expanduser())
+    if repo or revision or filename:
+        return Choice(card.name, "hub", "given", source=hub_source(card, repo, revision, filename))
+    record = _record(card)
+    if record.get("kind") == "import":
+        return Choice(card.name, "import", "pulled", path=_imported_file(card))
+    if record.get("kind") == "hub":
+        src = hub_source(card, record["repo"], record.get("revision"), record.get("filename"))
+        return Choice(card.name, "hub", "pulled", source=src)
+    if (src := hub_source(card)) is not None:
+        return Choice(card.name, "hub", "card", source=src)
+    raise no_weights_error(card)
+
+
+def precheck(card: Card, weights: str | Path | None = None) -> S2MLPError | None:
+    """What would stop `resolve` before any download or read; None when nothing does. Reads no weights,
+    imports no torch, asks no network: the CLI runs it before anything heavy."""
+    try:
+        choice = choose(card, weights)
+    except WeightsUnavailableError as e:
+        return e
+    if choice.kind == "file" and not choice.path.is_file():
+        return S2MLPError(f"weights file {choice.path} does not exist", param="weights")
+    if choice.kind == "import" and not choice.path.is_file():
+        return HubError(
+            f"{card.name}: the imported weights are gone from {choice.path}",
+            next_step="import",
+            variant=card.name,
+            advice="import the file again",
+        )
+    if choice.kind == "hub" and offline() and cached_path(card, **_overrides(choice.source)) is None:
+        return HubError(
+            f"{card.name}: {choice.source} is not in the cache and HF_HUB_OFFLINE is set",
+            next_step="pull_online",
+            variant=card.name,
+            advice="pull it while online first",
+        )
+    return None
+
+
+def _overrides(src: Source) -> dict[str, str | None]:
+    return {"repo": src.repo, "revision": src.revision, "filename": src.filename}
+
+
+def _record(card: Card) -> dict[str, Any]:
+    """The remembered source: {"kind": "import", ...} or {"kind": "hub", "repo": ...}; {} when none."""
+    try:
+        record = json.loads((_imported_dir(card) / "source.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    if "kind" not in record and "sha256" in record:  # written before sources were remembered
+        record["kind"] = "import"
+    if record.get("kind") == "hub" and not isinstance(record.get("repo"), str):
+        return {}
+    return record
+
+
+def _remember(card: Card, src: Source) -> None:
+    """`s2mlp pull VARIANT --repo ...` makes that the variant's source; the card's own source clears it."""
+    folder = _imported_dir(card)
+    own = hub_source(card)
+    if own is not None and (src.repo, src.revision, src.filename) == (own.repo, own.revision, own.filename):
+        _discard(folder / "source.json", _imported_file(card))
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "kind": "hub",
+        "variant": card.name,
+        "repo": src.repo,
+        "revision": src.revision,
+        "filename": src.filename,
+        "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with atomic_path(folder / "source.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    _discard(_imported_file(card))  # an older import is no longer the variant's source
 
 
 # --- the Hub -----------------------------------------------------------------------------------------
@@ -143,9 +260,7 @@ def no_weights_message(card: Card) -> str:
 def cached_path(
     card: Card, repo: str | None = None, revision: str | None = None, filename: str | None = None
 ) -> Path | None:
-    """The variant's weights file if it is already here (Hub cache or imported), unverified; else None."""
-    if repo is None and (imported := _imported_file(card)).is_file():
-        return imported
+    """The Hub file for the variant (with overrides) if it is in the cache, unverified; else None."""
     src = hub_source(card, repo, revision, filename)
     if src is None:
         return None
@@ -153,6 +268,52 @@ def cached_path(
 
     found = try_to_load_from_cache(src.repo, src.filename, cache_dir=hub_cache(), revision=src.revision)
     return Path(found) if isinstance(found, str) else None
+
+
+def resolve(
+    card: Card,
+    weights: str | Path | None = None,
+    repo: str | None = None,
+    revision: str | None = None,
+    filename: str | None = None,
+    *,
+    refresh: bool = False,
+    progress: bool = True,
+    check_fit: bool = True,
+    remember: bool = False,
+) -> Pulled:
+    """The variant's verified weights file, from where `choose` says; downloaded when needed.
+
+    A cached Hub file is used without asking the Hub (so a second run works with the Hub down);
+    `refresh` asks whether the revision moved. `check_fit=False` skips the strict trial load, for callers
+    that load the file strictly right away (reading it once instead of twice). `remember=True` (what
+    `s2mlp pull` does) makes a Hub source the caller named the variant's source from then on.
+    Raises HubError / WeightsUnavailableError / WeightsError.
+    """
+    choice = choose(card, weights, repo, revision, filename)
+    if choice.kind == "file":
+        return _verify_given_file(card, choice.path, check_fit)
+    if choice.kind == "import":
+        return _verify_imported(card)
+    src = choice.source
+    found = None if refresh else cached_path(card, **_overrides(src))
+    if found is not None:
+        pulled = _verify_hub_file(card, src, found, cached=True, check_fit=check_fit)
+    elif offline():
+        error = HubError(
+            f"{card.name}: {src} is not in the cache ({hub_cache()}) and HF_HUB_OFFLINE is set",
+            next_step="pull_online",
+            variant=card.name,
+            advice="pull it while online first",
+        )
+        error.pull_args = {"repo": repo, "revision": revision, "filename": filename}
+        raise error
+    else:
+        path = _download(card, src, progress)
+        pulled = _verify_hub_file(card, src, path, cached=False, check_fit=check_fit)
+    if remember and choice.origin == "given":
+        _remember(card, src)
+    return replace(pulled, origin=choice.origin)
 
 
 def pull(
@@ -163,38 +324,26 @@ def pull(
     *,
     refresh: bool = False,
     progress: bool = True,
-    check_fit: bool = True,
 ) -> Pulled:
-    """The variant's verified weights: from the cache when there, else downloaded (unless offline).
-
-    A cached file is used without asking the Hub (so a second run works with the Hub down); `refresh`
-    asks the Hub whether the revision moved. `check_fit=False` skips the strict trial load, for callers
-    that load the file strictly right away (reading it once instead of twice).
-    Raises HubError / WeightsUnavailableError with the next step.
-    """
-    if repo is None and _imported_file(card).is_file():
-        return _verify_imported(card)
-    src = hub_source(card, repo, revision, filename)
-    if src is None:
-        raise WeightsUnavailableError(no_weights_message(card))
-    found = None if refresh else cached_path(card, src.repo, src.revision, src.filename)
-    if found is not None:
-        return _verify_hub_file(card, src, found, cached=True, check_fit=check_fit)
-    if offline():
-        raise HubError(
-            f"{card.name}: {src} is not in the cache ({hub_cache()}) and HF_HUB_OFFLINE is set; "
-            f"run `s2mlp pull {_pull_args(card, repo, revision, filename)}` while online first"
-        )
-    path = _download(card, src, progress)
-    return _verify_hub_file(card, src, path, cached=False, check_fit=check_fit)
+    """What `s2mlp pull` does: resolve, check the fit, and remember a source the caller named."""
+    return resolve(card, None, repo, revision, filename, refresh=refresh, progress=progress, remember=True)
 
 
-def _pull_args(card: Card, repo: str | None, revision: str | None, filename: str | None) -> str:
-    args = [card.name]
-    for flag, value in (("--repo", repo), ("--revision", revision), ("--filename", filename)):
-        if value:
-            args += [flag, value]
-    return " ".join(args)
+def _verify_given_file(card: Card, path: Path, check_fit: bool) -> Pulled:
+    if not path.is_file():
+        raise HubError(f"{card.name}: weights file {path} does not exist")
+    if check_fit:
+        check_fits(card, path, path.name)
+    return Pulled(
+        card.name,
+        str(path),
+        str(path),
+        file_sha256(path),
+        "strict load" if check_fit else "loaded strictly by the caller",
+        path.stat().st_size,
+        cached=True,
+        origin="given",
+    )
 
 
 def _download(card: Card, src: Source, progress: bool) -> Path:
@@ -228,15 +377,15 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
     except RepositoryNotFoundError as e:
         raise HubError(
             f"repository {src.repo} not found on {url} (if it is private, set HF_TOKEN; "
-            "check the name with --repo)"
+            "check the repository name)"
         ) from e
     except RevisionNotFoundError as e:
-        raise HubError(f"revision {src.revision!r} not found in {src.repo} (check --revision)") from e
+        raise HubError(f"revision {src.revision!r} not found in {src.repo} (check the revision)") from e
     except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its parent: nothing reachable
         raise HubError(f"could not reach the Hub at {url} to fetch {src}: {_reason(e)}") from e
     except EntryNotFoundError as e:
         raise HubError(
-            f"{src.filename} not found in {src.repo} at {src.revision or 'main'} (check --filename)"
+            f"{src.filename} not found in {src.repo} at {src.revision or 'main'} (check the file name)"
         ) from e
     except HfHubHTTPError as e:
         raise HubError(f"the Hub at {url} refused {src}: {_reason(e)}") from e
@@ -387,16 +536,9 @@ def _discard(*paths: Path) -> None:
 
 
 def check_fits(card: Card, path: Path, what: str) -> dict:
-    """The file's state dict, fitted to the variant strictly (keys and shapes); the variant is built on
-    the meta device, so the check costs no memory beyond the file's tensors."""
-    import torch
+    from s2mlp_cli.weights import check_fits as _check_fits  # torch, only when a file is checked
 
-    from s2mlp_cli.models import create_model
-    from s2mlp_cli.weights import fit_state_dict, read_state_dict
-
-    with torch.device("meta"):
-        model = create_model(card.name)
-    return fit_state_dict(model, read_state_dict(path), what)
+    return _check_fits(card, path, what)
 
 
 # --- imported files --------------------------------------------------------------------------------------
@@ -436,14 +578,14 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
     folder = _imported_dir(card)
     folder.mkdir(parents=True, exist_ok=True)
     target = _imported_file(card)
-    meta = {"variant": card.name, "source": source.name, "source_sha256": source_sha}
+    meta = {"kind": "import", "variant": card.name, "source": source.name, "source_sha256": source_sha}
     with atomic_path(target) as tmp:
         save_file(state_dict, str(tmp), metadata={k: str(v) for k, v in meta.items()} | {"format": "pt"})
     sha = file_sha256(target)
     record = {**meta, "sha256": sha, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with atomic_path(folder / "source.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
-    against = "given --sha256" if sha256 else ("card sha256 pin" if expected else "strict load only")
+    against = "given sha256" if sha256 else ("card sha256 pin" if expected else "strict load only")
     return Pulled(
         card.name,
         str(target),
@@ -452,6 +594,7 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
         against,
         target.stat().st_size,
         cached=False,
+        origin="given",
     )
 
 
@@ -463,16 +606,20 @@ def _verify_imported(card: Card) -> Pulled:
     except (OSError, ValueError, KeyError, TypeError):
         _discard(target, record_path)
         raise HubError(
-            f"{card.name}: the imported weights had no readable record, so they were removed; "
-            f"import the file again with s2mlp pull {card.name} --from FILE"
+            f"{card.name}: the imported weights had no readable record, so they were removed",
+            next_step="import",
+            variant=card.name,
+            advice="import the file again",
         ) from None
     sha = file_sha256(target)
     if sha != expected:
         _discard(target, record_path)
         raise HubError(
             f"{card.name}: the imported weights changed on disk since they were imported "
-            f"(sha256 {sha[:16]}…, recorded {expected[:16]}…) and were removed; import the file "
-            f"again with s2mlp pull {card.name} --from FILE"
+            f"(sha256 {sha[:16]}…, recorded {expected[:16]}…) and were removed",
+            next_step="import",
+            variant=card.name,
+            advice="import the file again",
         )
     return Pulled(
         card.name,
@@ -482,16 +629,20 @@ def _verify_imported(card: Card) -> Pulled:
         "hash recorded at import",
         target.stat().st_size,
         cached=True,
+        origin="pulled",
     )
 
 
 def status(card: Card) -> str:
-    """The weights column of `s2mlp list`: pulled when here, else where they would come from."""
-    if _imported_file(card).is_file():
-        return "pulled (imported)"
+    """The weights column of `s2mlp list`: pulled when here (and from where, if not the card's source),
+    else where they would come from."""
     try:
-        if cached_path(card) is not None:
-            return "pulled"
-    except Exception:  # an unreadable cache never breaks `list`
-        pass
-    return card.weights.status
+        choice = choose(card)
+        if choice.kind == "import":
+            return "pulled (imported)" if choice.path.is_file() else "import missing"
+        here = cached_path(card, **_overrides(choice.source)) is not None
+        if choice.origin == "pulled":
+            return f"pulled ({choice.source.repo})" if here else f"{choice.source.repo} (not cached)"
+        return "pulled" if here else card.weights.status
+    except Exception:  # nothing to use, or an unreadable cache: never breaks `list`
+        return card.weights.status

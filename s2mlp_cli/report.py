@@ -1,7 +1,10 @@
-"""Result documents shared by `bench` and `eval`: `{"env": {...}, "results": [...]}` as JSON, CSV or Markdown.
+"""Result documents shared by `bench` and `eval`: `{"env": {...}, "results": [...]}` as JSON, CSV or
+Markdown files, and as rich tables for the terminal.
 
 Files are written atomically (a temporary file beside the target, renamed on success), so an interrupted
-run never leaves a half-written result behind.
+run never leaves a half-written result behind. A document from an interrupted run says so
+(`"partial": true`) in every format. Terminal tables keep to the columns that matter, so they stay whole
+at 100 columns; everything else is in the files and in `--json`.
 """
 
 from __future__ import annotations
@@ -13,21 +16,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
 from s2mlp_cli.files import write_text_atomic
 
 FORMATS = (".json", ".csv", ".md")
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+__all__ = ["FORMATS", "document", "write", "write_text_atomic", "to_csv", "eval_tables", "bench_tables"]
 
 
 def output_format(path: str) -> str:
-    """The format an --output path asks for; ValueError naming the accepted ones otherwise."""
+    """The format an output path asks for; ValueError naming the accepted ones otherwise."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"unknown output format {suffix or '(none)'!r} for {path}; use {', '.join(FORMATS)}")
     return suffix
 
 
-def document(env: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"env": env, "results": results}
+def document(env: dict[str, Any], results: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"env": env, "results": results, **extra}
 
 
 def to_json(doc: dict[str, Any]) -> str:
@@ -50,6 +59,8 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def to_csv(doc: dict[str, Any]) -> str:
     rows = [flatten(r) for r in doc["results"]]
+    if doc.get("partial"):
+        rows = [{**r, "partial": True} for r in rows]
     columns: list[str] = []
     for r in rows:
         columns += [c for c in r if c not in columns]
@@ -60,16 +71,16 @@ def to_csv(doc: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-Column = tuple[str, Callable[[dict[str, Any]], str]]
-
-
 def to_markdown(doc: dict[str, Any], columns: Sequence[Column], title: str) -> str:
+    if doc.get("partial"):
+        title += " (partial: interrupted)"
     lines = [f"### {title}", "", "| " + " | ".join(h for h, _ in columns) + " |"]
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for r in doc["results"]:
         lines.append("| " + " | ".join(cell(r).replace("|", "\\|") for _, cell in columns) + " |")
     lines += ["", "Environment:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["env"].items()]
+    lines += [f"- warning: {w}" for w in doc.get("warnings", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -82,3 +93,215 @@ def write(path: str, doc: dict[str, Any], columns: Sequence[Column], title: str)
     else:
         text = to_markdown(doc, columns, title)
     write_text_atomic(path, text)
+
+
+# --- columns ------------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def _range(pair: Sequence[float] | None, fmt: str) -> str:
+    return "-" if not pair else f"{format(pair[0], fmt)}–{format(pair[1], fmt)}"
+
+
+def _rate(value: float | None) -> str:
+    """Images/s: one decimal below 1000, none above (the terminal's width is worth more)."""
+    return "-" if value is None else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+
+
+def _lat(d: dict | None, a: str, b: str) -> str:
+    return "-" if not d else f"{d[a]:.1f} / {d[b]:.1f}"
+
+
+EVAL_COLUMNS: list[Column] = [
+    ("model", lambda r: r["model"]),
+    ("top-1", lambda r: _pct(r["top1"])),
+    ("top-5", lambda r: _pct(r["top5"])),
+    ("loss", lambda r: _num(r["loss"], ".4f")),
+    ("images", lambda r: f"{r['images']:,}"),
+    ("skipped", lambda r: str(r["skipped"])),
+    ("images/s", lambda r: _num(r["images_per_s"], ".1f")),
+    ("paper", lambda r: _pct(r["paper_top1"])),
+    ("Δ", lambda r: _num(r["delta_top1"], "+.2f")),
+]
+
+
+def bench_note(r: dict[str, Any]) -> str:
+    parts = [] if r["status"] == "ok" else [r["status"]]
+    if r["detail"]:
+        parts.append(r["detail"])
+    if r.get("compile_s") is not None:
+        parts.append(f"compile {r['compile_s']:.1f} s")
+    if r.get("train_throughput") is not None:
+        parts.append(f"train {r['train_throughput']:.1f} img/s, {r['train_peak_memory_mib']:.0f} MiB")
+    return "; ".join(parts)
+
+
+BENCH_COLUMNS: list[Column] = [
+    ("model", lambda r: r["model"]),
+    ("params (M)", lambda r: _num(r["params_m"], ".2f")),
+    ("GMACs", lambda r: _num(r["gmacs"], ".2f")),
+    ("batch", lambda r: _num(r["batch_size"] or r["requested_batch_size"], "d")),
+    ("images/s", lambda r: _num(r["throughput"], ".1f")),
+    ("IQR", lambda r: _range(r["throughput_iqr"], ".1f")),
+    ("× ref", lambda r: _num(r.get("throughput_ratio"), ".2f")),
+    ("× ref range", lambda r: _range(r.get("throughput_ratio_range"), ".2f")),
+    ("ref", lambda r: r.get("reference") or "-"),
+    ("ms/batch p50 / p90", lambda r: _lat(r["latency_ms"], "p50", "p90")),
+    ("ms bs1 p50 / p99", lambda r: _lat(r["latency_bs1_ms"], "p50", "p99")),
+    ("peak MiB", lambda r: _num(r["peak_memory_mib"], ".0f")),
+    ("mem × ref", lambda r: _num(r.get("memory_ratio"), ".2f")),
+    ("paper top-1", lambda r: "-" if r["paper_top1"] is None else f"{r['paper_top1']:.1f}%"),
+    ("notes", bench_note),
+]
+# what the terminal shows, with the short headers that keep the table within 100 columns
+_BENCH_TERMINAL: dict[str, Column] = {
+    "model": ("model", lambda r: r["model"]),
+    "params (M)": ("params M", lambda r: _num(r["params_m"], ".2f")),
+    "GMACs": ("GMACs", lambda r: _num(r["gmacs"], ".2f")),
+    "batch": ("batch", lambda r: _num(r["batch_size"] or r["requested_batch_size"], "d")),
+    "images/s": ("img/s", lambda r: _rate(r["throughput"])),
+    "IQR": ("IQR", lambda r: "-" if not r["throughput_iqr"] else "–".join(map(_rate, r["throughput_iqr"]))),
+    "× ref": ("× ref", lambda r: _num(r.get("throughput_ratio"), ".2f")),
+    "ms bs1 p50 / p99": (
+        "bs1 ms",
+        lambda r: "-" if not r["latency_bs1_ms"] else f"{r['latency_bs1_ms']['p50']:.1f}",
+    ),
+    "peak MiB": ("MiB", lambda r: _num(r["peak_memory_mib"], ".0f")),
+    "paper top-1": ("top-1", lambda r: "-" if r["paper_top1"] is None else f"{r['paper_top1']:.1f}%"),
+}
+
+
+# --- terminal tables ------------------------------------------------------------------------------------
+
+
+def _table(title: str, columns: Sequence[Column], rows: list[dict], styles: list[str] | None = None) -> Table:
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for header, _ in columns:
+        table.add_column(header, justify="left" if header == "model" else "right", no_wrap=True)
+    for i, r in enumerate(rows):
+        table.add_row(*(Text(cell(r)) for _, cell in columns), style=(styles or [""] * len(rows))[i])
+    return table
+
+
+def eval_tables(doc: dict[str, Any]) -> list[Any]:
+    """The eval table, then one line per model (preprocessing, weights) and one for the conditions."""
+    title = "s2mlp eval: ImageNet-1k validation" + (" (partial)" if doc.get("partial") else "")
+    parts: list[Any] = [_table(title, EVAL_COLUMNS, doc["results"])]
+    env = doc["env"]
+    for r in doc["results"]:
+        p = r["preprocess"]
+        parts.append(
+            Text(
+                f"{r['model']}: resize {p['resize']} {p['interpolation']}, centre crop {p['input_size']} "
+                f"(crop_pct {p['crop_pct']}), mean {tuple(p['mean'])}, std {tuple(p['std'])}; "
+                f"weights {r['weights']} ({_ORIGIN[r.get('weights_origin', 'card')]})"
+            )
+        )
+    parts.append(
+        Text(
+            f"{doc['results'][0]['set']}; {env['device_name']} ({env['device']}), {env['math_mode']}, "
+            f"batch {env['batch_size']}, {env['workers']} workers, torch {env['torch']}"
+        )
+    )
+    return parts
+
+
+_ORIGIN = {"given": "the file given", "pulled": "the source you pulled", "card": "the card's source"}
+
+
+def bench_tables(doc: dict[str, Any]) -> list[Any]:
+    """The bench table (the terminal's columns), a note per row that has one, and the conditions."""
+    env, rows = doc["env"], doc["results"]
+    columns = [_BENCH_TERMINAL[h] for h, _ in BENCH_COLUMNS if h in _BENCH_TERMINAL]
+    styles = [{"ok": "", "oom": "yellow", "unsupported": "dim", "error": "red"}[r["status"]] for r in rows]
+    title = f"s2mlp bench on {env['device_name']} ({env['device']})" + (
+        " (partial: interrupted)" if doc.get("partial") else ""
+    )
+    parts: list[Any] = [_table(title, columns, rows, styles)]
+    for r in rows:
+        if note := bench_note(r):
+            parts.append(Text(f"{r['model']} (batch {r['requested_batch_size']}): {note}"))
+    parts.append(Text(bench_conditions(doc)))
+    return parts
+
+
+def bench_progress(r: dict[str, Any]) -> str:
+    if r["status"] != "ok":
+        return f"{r['model']} at batch {r['requested_batch_size']}: {r['status']}: {r['detail']}"
+    return f"{r['model']}: {r['throughput']:.1f} images/s at batch {r['batch_size']}"
+
+
+def bench_conditions(doc: dict[str, Any]) -> str:
+    """The lines under the bench table: versions, math mode, timing, what the ratios and memory mean."""
+    env, rows = doc["env"], doc["results"]
+    keys = (
+        "torch",
+        "timm",
+        "cuda",
+        "driver",
+        "cpu_threads",
+        "dtype",
+        "math_mode",
+        "warmup",
+        "iters",
+        "rounds",
+    )
+    parts = [f"{k} {env[k]}" for k in keys if env.get(k) is not None]
+    parts.append(f"channels_last {env.get('channels_last')}, compile {env.get('compile')}")
+    parts.append("× ref: images/s over the S²-MLPv2 variant of the model's size class (`ref` in --json)")
+    if env["device"] == "cuda":
+        parts.append("memory: torch.cuda.max_memory_allocated")
+    else:
+        base = [
+            r["extra"].get("baseline_rss_mib") for r in rows if r.get("extra", {}).get("baseline_rss_mib")
+        ]
+        parts.append(
+            "memory: peak RSS of each worker process"
+            + (f", of which ~{min(base):.0f} MiB is Python, torch and timm before the model" if base else "")
+        )
+    if "load_before" in env:
+        parts.append(
+            f"load average {env['load_before']} before, {env['load_after']} after; "
+            f"CPU steal {env.get('cpu_steal_pct', '-')}%"
+        )
+    return "; ".join(parts)
+
+
+def pull_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="s2mlp pull", title_justify="left")
+    table.add_column("variant", style="bold", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("verified against", no_wrap=True)
+    table.add_column("MiB", justify="right", no_wrap=True)
+    table.add_column("path / next step", overflow="fold")
+    styles = {"pulled": "green", "cached": "green", "failed": "red", "skipped": "dim"}
+    for r in rows:
+        if "path" in r:
+            table.add_row(
+                Text(r["variant"]),
+                Text(r["status"], style=styles[r["status"]]),
+                Text(r["source"]),
+                Text(r["verified"]),
+                f"{r['size'] / 2**20:.1f}",
+                Text(r["path"]),
+            )
+        else:
+            table.add_row(
+                Text(r["variant"]),
+                Text(r["status"], style=styles[r["status"]]),
+                "",
+                "",
+                "",
+                Text(r["detail"]),
+            )
+    return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.errors import ProblemsError, S2MLPError
 
 
 def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
@@ -81,18 +81,18 @@ def math_mode(device: str, amp: str, tf32: bool) -> str:
     if amp != "none":
         return f"{amp} autocast, fp32 elsewhere" + (" with TF32" if tf32 and device == "cuda" else "")
     if device == "cuda":
-        return "fp32, TF32 on (--tf32)" if tf32 else "fp32, TF32 off (full precision)"
+        return "fp32, TF32 on" if tf32 else "fp32, TF32 off (full precision)"
     return "fp32"
 
 
 def resolve_device(device: str) -> str:
-    """auto -> cuda when present; cuda on a machine without one is an error naming --device cpu."""
+    """auto -> cuda when present; cuda on a machine without one is an error pointing at the CPU."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise S2MLPError("no CUDA device is available here; use --device cpu")
+        raise S2MLPError("no CUDA device is available here", next_step="use_cpu", advice="run on the CPU")
     return device
 
 
@@ -104,3 +104,18 @@ def set_math_mode(device: str, tf32: bool) -> None:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def amp_problem(device: str, amp: str) -> S2MLPError | None:
+    """fp16 autocast on the CPU is a usage problem, caught before any model is built."""
+    if amp == "fp16" and device == "cpu":
+        return S2MLPError("fp16 autocast is for the GPU; use bf16 or none on the CPU", param="amp")
+    return None
+
+
+def device_for(device: str, amp: str) -> str:
+    """`resolve_device`, then the autocast check for the device it resolved to (auto may mean cpu)."""
+    resolved = resolve_device(device)
+    if (problem := amp_problem(resolved, amp)) is not None:
+        raise ProblemsError([problem])
+    return resolved

@@ -18,7 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from s2mlp_cli import families
 from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.models import create_model
+from s2mlp_cli.zoo import Card, cards
 
 # Where training scripts nest the weights, in the order we look (timm's CheckpointSaver, DeiT/GFNet, ...).
 _NESTED = ("state_dict", "model", "module", "state_dict_ema", "model_ema")
@@ -158,7 +161,9 @@ def _check_fit(
         parts.append(f"shape of {k} is {tuple(state_dict[k].shape)}, the model's {tuple(expected[k].shape)}")
     message = f"{source} does not fit {name}: {'; '.join(parts)}"
     if wrong and all(_HEAD.match(k) for k in wrong) and not (missing or unexpected):
-        message += "; it has another number of classes: ask for a fresh head (reset_head=True / --reset-head)"
+        message += (
+            "; it has another number of classes: load it with reset_head=True to keep the model's own head"
+        )
     elif fits := suggest_variants(state_dict, exclude=name):
         message += f"; it looks like a checkpoint of {', '.join(fits)}"
     raise WeightsError(message)
@@ -166,13 +171,10 @@ def _check_fit(
 
 def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = None) -> list[str]:
     """Zoo variants whose keys and shapes (head aside) match this state dict; built on the meta device."""
-    from s2mlp_cli.models import create_model
-    from s2mlp_cli.zoo import cards
-
     shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not _HEAD.match(k)}
     fits = []
     for card in cards().values():
-        if card.name == exclude or card.family == "timm":
+        if card.name == exclude or families.get(card.family).from_timm:
             continue
         try:
             with torch.device("meta"):
@@ -183,3 +185,11 @@ def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = 
         if theirs == shapes:
             fits.append(card.name)
     return fits
+
+
+def check_fits(card: Card, path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The file's state dict, fitted to the variant strictly (keys and shapes). The variant is built on
+    the meta device, so the check costs no memory beyond the file's tensors."""
+    with torch.device("meta"):
+        model = create_model(card.name)
+    return fit_state_dict(model, read_state_dict(path), what)

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
+from s2mlp_cli import families
 from s2mlp_cli.errors import CardError, UnknownModelError
 
-FAMILIES = ("s2mlpv2", "s2mlp", "vip", "gfnet", "gfnet_pyramid", "timm")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -81,7 +81,7 @@ def _fraction(v: Any) -> str | None:
 
 SCHEMA: dict[str, Any] = {
     "name": (_str, True),
-    "family": (_one_of(FAMILIES), True),
+    "family": (_one_of(families.names()), True),
     "aliases": (_str_list, False),
     "description": (_str, True),
     "arch": (_mapping, True),
@@ -256,6 +256,11 @@ def parse_card(path: Path) -> Card:
     except yaml.YAMLError as e:
         raise CardError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from e
     _validate(data, SCHEMA, where)
+    if "img_size" in data["arch"]:
+        raise CardError(
+            f"{where}: field 'arch.img_size': the input size lives in preprocess.input_size only "
+            "(the model is built at that size)"
+        )
     if data["name"] != path.stem:
         raise CardError(f"{where}: field 'name' is {data['name']!r} but the file is named {path.stem!r}")
     p, w = data["preprocess"], data["weights"]

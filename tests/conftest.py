@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # copied from the official code's output
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def reference() -> Path:
-    """The official code's vectors and checkpoints, at ../shared/reference beside the checkout."""
+    """The official code's vectors and checkpoints (tests/data/reference; see its README)."""
     if not REFERENCE.is_dir():
         pytest.fail(f"reference vectors not found at {REFERENCE}")
     return REFERENCE

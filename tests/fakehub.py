@@ -1,6 +1,6 @@
 """A local stand-in for the Hugging Face Hub: the real huggingface_hub client talks to it over HTTP.
 
-It follows ../shared/docs/hub-testing.md: HEAD /{repo}/resolve/{rev}/{file} answers X-Repo-Commit, an ETag
+It speaks what huggingface_hub expects: HEAD /{repo}/resolve/{rev}/{file} answers X-Repo-Commit, an ETag
 that is the file's sha256 (LFS) or git blob sha1, and Content-Length; GET sends the bytes and honours
 `Range: bytes=N-`. Errors carry the X-Error-Code the client maps to its exceptions. Faults a test can
 switch on: `corrupt` (GET sends other bytes of the same length), `break_after` (the first GET of a file

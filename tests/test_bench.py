@@ -7,16 +7,16 @@ import io
 import json
 from pathlib import Path
 
-import click
 import pytest
 import torch
 from click.testing import CliRunner
 
 from s2mlp_cli import report
-from s2mlp_cli.bench import FAKE_OOM_ENV, Spec, measure
+from s2mlp_cli.bench import FAKE_OOM_ENV, Spec, add_ratios, draw_plot, expand_models, measure
 from s2mlp_cli.cli import main
-from s2mlp_cli.cli.bench_cmd import MARKDOWN_COLUMNS, add_ratios, draw_plot, expand_models
+from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.models import create_model
+from s2mlp_cli.report import BENCH_COLUMNS
 from s2mlp_cli.stats import count_gmacs, count_params
 
 QUICK = ["--batch-size", "2", "--iters", "2", "--warmup", "0", "--device", "cpu"]
@@ -49,9 +49,9 @@ def test_families_expand_to_the_variants_peers() -> None:
         "resmlp_24_224",
     ]
     assert names(expand_models(["small"], ["vip_s7", "VIP"])) == ["s2mlpv2_small", "vip_s7"]  # no duplicates
-    with pytest.raises(click.BadParameter, match="no s2mlp peers listed for s2mlpv2_small"):
+    with pytest.raises(S2MLPError, match="no s2mlp peers listed for s2mlpv2_small"):
         expand_models(["small"], ["s2mlp"])
-    with pytest.raises(click.BadParameter, match="or a family: vip, gfnet"):
+    with pytest.raises(S2MLPError, match="or a family: s2mlpv2, s2mlp, vip, gfnet"):
         expand_models(["small"], ["vipp"])
 
 
@@ -60,7 +60,7 @@ def test_measure_reports_the_built_models_counts_and_a_consistent_schema(zoo: Pa
     assert r["status"] == "ok" and r["model"] == "s2mlpv2_tiny"
     model = create_model("tiny")
     assert r["params_m"] == round(count_params(model) / 1e6, 3)
-    assert r["gmacs"] == round(count_gmacs(model, 56), 3)
+    assert r["gmacs"] == round(count_gmacs(model, 56), 2)  # as the cards round it
     assert r["batch_size"] == r["requested_batch_size"] == 3 and r["img_size"] == 56
     lat = r["latency_ms"]
     assert lat["n"] == 4 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["max"]
@@ -81,7 +81,7 @@ def test_training_throughput(zoo: Path) -> None:
 def test_out_of_memory_row_and_auto_batch(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FAKE_OOM_ENV, "2")
     r = measure(Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2))
-    assert r.status == "oom" and "out of memory at batch 8" in r.detail and "--auto-batch" in r.detail
+    assert r.status == "oom" and "out of memory at batch 8" in r.detail and "batch halving" in r.detail
     assert r.throughput is None
     r = measure(Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2, auto_batch=True))
     assert r.status == "ok" and r.batch_size == 2 and r.requested_batch_size == 8
@@ -106,7 +106,7 @@ def test_cli_end_to_end_in_worker_processes(
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert {"device", "device_name", "torch", "cpu_threads", "dtype", "math_mode", "iters"} <= set(doc["env"])
-    assert doc["env"]["math_mode"] == "fp32" and doc["env"]["isolation"] == "one process per model"
+    assert doc["env"]["math_mode"] == "fp32" and doc["env"]["isolation"].startswith("one process per model")
     tiny, vip = doc["results"]
     for key in (
         "model",
@@ -128,44 +128,38 @@ def test_cli_end_to_end_in_worker_processes(
     assert not [p for p in out_md.parent.iterdir() if p.name != "bench.md"]  # no temporary left behind
 
 
-def test_ratios_are_to_the_first_s2mlpv2_row_at_the_same_batch() -> None:
+def test_ratios_are_to_the_s2mlpv2_variant_of_each_size_class() -> None:
+    from s2mlp_cli.zoo import get_card
+
+    def row(model, batch, throughput, rounds=None, status="ok"):
+        return {
+            "model": model,
+            "status": status,
+            "batch_size": batch,
+            "throughput": throughput,
+            "peak_memory_mib": None if throughput is None else 10 * throughput,
+            "round_throughputs": rounds,
+        }
+
+    benched = [get_card(n) for n in ("s2mlpv2_small", "s2mlpv2_medium", "vip_s7", "vip_m7", "vip_l7")]
     rows = [
-        {
-            "model": "vip",
-            "family": "vip",
-            "status": "ok",
-            "batch_size": 8,
-            "throughput": 30.0,
-            "peak_memory_mib": 300.0,
-        },
-        {
-            "model": "s2",
-            "family": "s2mlpv2",
-            "status": "ok",
-            "batch_size": 8,
-            "throughput": 20.0,
-            "peak_memory_mib": 200.0,
-        },
-        {
-            "model": "s2",
-            "family": "s2mlpv2",
-            "status": "ok",
-            "batch_size": 1,
-            "throughput": 5.0,
-            "peak_memory_mib": 100.0,
-        },
-        {
-            "model": "g",
-            "family": "gfnet",
-            "status": "oom",
-            "batch_size": None,
-            "throughput": None,
-            "peak_memory_mib": None,
-        },
+        row("s2mlpv2_small", 8, 20.0, [19.0, 21.0]),
+        row("s2mlpv2_medium", 8, 10.0, [10.0, 10.0]),
+        row("vip_s7", 8, 22.0, [20.9, 21.0]),  # small's peer
+        row("vip_m7", 8, 11.0, [11.0, 12.0]),  # medium's peer, not small's
+        row("vip_l7", 8, 8.0),  # nobody's peer: the closest in GMACs (medium, 16.3 vs 24.3)
+        row("s2mlpv2_small", 1, 5.0),
+        row("vip_s7", 1, None, status="oom"),
     ]
-    add_ratios(rows)
-    assert [r["throughput_ratio"] for r in rows] == [1.5, 1.0, 1.0, None]
-    assert [r["memory_ratio"] for r in rows] == [1.5, 1.0, 1.0, None]
+    add_ratios(rows, benched)
+    assert [r["reference"] for r in rows] == [
+        "s2mlpv2_small", "s2mlpv2_medium", "s2mlpv2_small", "s2mlpv2_medium", "s2mlpv2_medium",
+        "s2mlpv2_small", None,
+    ]  # fmt: skip
+    assert [r["throughput_ratio"] for r in rows] == [1.0, 1.0, 1.1, 1.1, 0.8, 1.0, None]
+    assert rows[2]["throughput_ratio_range"] == [1.0, 1.1]  # 20.9/19 and 21/21, round by round
+    assert rows[3]["throughput_ratio_range"] == [1.1, 1.2] and rows[4]["throughput_ratio_range"] is None
+    assert rows[3]["memory_ratio"] == 1.1
 
 
 def test_output_formats(tmp_path: Path) -> None:
@@ -183,6 +177,8 @@ def test_output_formats(tmp_path: Path) -> None:
                 "throughput": 10.0,
                 "throughput_iqr": [9.0, 11.0],
                 "throughput_ratio": 1.0,
+                "throughput_ratio_range": [0.95, 1.05],
+                "reference": "s2",
                 "latency_ms": {"p50": 400.0, "p90": 410.0},
                 "latency_bs1_ms": {"p50": 100.0, "p99": 120.0},
                 "peak_memory_mib": 5.0,
@@ -192,14 +188,14 @@ def test_output_formats(tmp_path: Path) -> None:
         ],
     )
     for suffix in (".json", ".csv", ".md"):
-        report.write(str(tmp_path / f"r{suffix}"), doc, MARKDOWN_COLUMNS, "t")
+        report.write(str(tmp_path / f"r{suffix}"), doc, BENCH_COLUMNS, "t")
     assert json.loads((tmp_path / "r.json").read_text()) == doc
     (row,) = csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text()))
     assert row["latency_ms_p50"] == "400.0" and row["throughput_iqr"] == "9.0 11.0" and row["model"] == "a|b"
     md = (tmp_path / "r.md").read_text()
     assert (
-        "| a\\|b | 1.00 | 2.00 | 4 | 10.0 | 9.0–11.0 | 1.00 | 400.0 / 410.0 | 100.0 / 120.0 | 5 | 1.00 | - |"
-        in md
+        "| a\\|b | 1.00 | 2.00 | 4 | 10.0 | 9.0–11.0 | 1.00 | 0.95–1.05 | s2 | 400.0 / 410.0 "
+        "| 100.0 / 120.0 | 5 | 1.00 | - |  |" in md
     )
     with pytest.raises(ValueError, match="use .json, .csv, .md"):
         report.output_format("r.txt")
@@ -264,3 +260,121 @@ def test_cuda_bf16_channels_last(zoo: Path) -> None:
     r = measure(Spec("tiny", batch_size=4, device="cuda", amp="bf16", channels_last=True, iters=3, warmup=1))
     assert r.status == "ok" and r.memory_kind == "max_memory_allocated" and r.peak_memory_mib > 0
     assert r.dtype == "bfloat16 (autocast)"
+
+
+# --- the plan, interleaving, interruption, readability --------------------------------------------------
+
+
+def test_default_is_the_small_variant_and_its_peers() -> None:
+    from s2mlp_cli.bench import BenchOptions, make_plan
+
+    plan = make_plan(BenchOptions(compare=["vip", "gfnet"], device="cpu"))
+    assert [c.name for c in plan.models] == ["s2mlpv2_small", "vip_s7", "gfnet_s", "gfnet_h_s"]
+    assert plan.batch_sizes == [8] and (plan.warmup, plan.iters, plan.rounds) == (2, 6, 3)
+    text = plan.describe()
+    assert text.startswith("will run 4 benchmark(s) on cpu: s2mlpv2_small, vip_s7") and "estimate ~" in text
+    assert plan.estimate_s > 0
+    result = CliRunner().invoke(main, ["bench", "--help"])
+    assert "[default: small]" in " ".join(result.stdout.split())
+
+
+def test_batch1_latency_is_measured_once_per_model(zoo: Path) -> None:
+    args = "bench --variant tiny --batch-size 2,1 --iters 2 --warmup 0 --device cpu --json".split()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["results"]
+    assert [r["batch_size"] for r in rows] == [2, 1]
+    assert rows[0]["latency_bs1_ms"] == rows[1]["latency_bs1_ms"]  # one figure, from the batch-1 row
+    assert rows[1]["latency_bs1_ms"]["measured_in_batch"] == 1
+    assert rows[1]["latency_bs1_ms"]["p50"] == rows[1]["latency_ms"]["p50"]
+    assert "will run 2 benchmark(s) on cpu" in result.stderr
+
+
+def test_interleaved_rounds_give_each_model_a_throughput_per_round(zoo: Path) -> None:
+    from s2mlp_cli.bench import BenchOptions, run
+
+    doc = run(BenchOptions(variants=["tiny"], compare=["vip_tiny"], device="cpu", batch_sizes=[2], warmup=0,
+                           iters=4, rounds=2))  # fmt: skip
+    tiny, other = doc["results"]  # vip_tiny is the tiny S²-MLPv2's peer, so tiny is its reference
+    assert len(tiny["round_throughputs"]) == len(other["round_throughputs"]) == 2
+    assert tiny["latency_ms"]["n"] == other["latency_ms"]["n"] == 4
+    assert other["reference"] == "s2mlpv2_tiny" and len(other["throughput_ratio_range"]) == 2
+    lo, hi = other["throughput_ratio_range"]
+    assert lo <= hi
+    env = doc["env"]
+    assert env["rounds"] == 2 and len(env["load_before"]) == 3 and "cpu_steal_pct" in env
+
+
+def test_ctrl_c_keeps_the_finished_rows(zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2mlp_cli import bench
+
+    real, calls = bench._Proc.receive, []
+
+    def receive(self):  # Ctrl-C arrives during the second batch size's rounds
+        calls.append(self.spec.batch_size)
+        if self.spec.batch_size == 1 and calls.count(1) > 3:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(bench._Proc, "receive", receive)
+    out = tmp_path / "bench.json"
+    args = "bench --variant tiny --batch-size 2,1 --iters 4 --rounds 4 --warmup 0".split()
+    result = CliRunner().invoke(main, [*args, "--device", "cpu", "--output", str(out), "--json"])
+    assert result.exit_code == 130, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["partial"] is True and json.loads(out.read_text())["partial"] is True
+    first, second = doc["results"]
+    assert first["batch_size"] == 2 and first["status"] == "ok" and first["throughput"] > 0
+    assert second["batch_size"] == 1 and "interrupted after" in second["detail"]
+    assert "interrupted: 2 row(s) kept" in result.stderr
+
+
+def test_nothing_measured_is_a_failure(zoo: Path) -> None:
+    args = ["bench", "--variant", "vip_tiny", "--img-size", "112", *QUICK]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "nothing could be measured" in result.stderr
+
+
+def test_busy_machine_and_wide_spread_are_warned() -> None:
+    from s2mlp_cli.bench import _warnings
+
+    env = {"load_before": [3.5, 2.0, 1.0], "cpu_count": 2, "cpu_steal_pct": 7.5}
+    row = {"model": "m", "status": "ok", "batch_size": 8, "throughput": 10.0, "throughput_iqr": [7.0, 12.0],
+           "throughput_ratio": 1.0, "throughput_ratio_range": [0.8, 1.3]}  # fmt: skip
+    quiet = {**row, "model": "q", "throughput_iqr": [9.8, 10.1], "throughput_ratio_range": [0.99, 1.01]}
+    text = " | ".join(_warnings(env, [row, quiet]))
+    assert "busy before the run (load average 3.5 on 2 cores)" in text and "7.5% of CPU time" in text
+    assert "m at batch 8: wide spread" in text and "q at batch" not in text
+    assert _warnings({"load_before": [0.1, 0.1, 0.1], "cpu_count": 2}, [quiet]) == []
+
+
+def test_tables_stay_readable_at_100_columns() -> None:
+    from rich.console import Console
+
+    from s2mlp_cli.report import bench_tables, eval_tables
+
+    bench_row = {
+        "model": "s2mlpv2_medium", "status": "ok", "detail": "", "params_m": 208.2, "gmacs": 44.55,
+        "batch_size": 256, "requested_batch_size": 256, "throughput": 12345.6,
+        "throughput_iqr": [12000.1, 12500.9], "throughput_ratio": 1.23,
+        "latency_bs1_ms": {"p50": 1234.5, "p99": 2345.6}, "peak_memory_mib": 123456.0,
+        "paper_top1": 83.6, "extra": {},
+    }  # fmt: skip
+    oom = {**bench_row, "model": "gfnet_h_b", "status": "oom", "detail": "out of memory at batch 256"}
+    env = {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1"}
+    eval_row = {
+        "model": "s2mlpv2_medium", "top1": 83.123, "top5": 96.456, "loss": 0.81234, "images": 50000,
+        "skipped": 12, "images_per_s": 12345.6, "paper_top1": 83.6, "delta_top1": -0.477, "weights": "w",
+        "preprocess": {"resize": 248, "interpolation": "bicubic", "input_size": 224, "crop_pct": 0.9,
+                       "mean": [0.5] * 3, "std": [0.5] * 3},
+        "set": "the full validation set",
+    }  # fmt: skip
+    eval_env = {**env, "math_mode": "fp32", "batch_size": 256, "workers": 8}
+    for parts in (bench_tables({"env": env, "results": [bench_row, oom]}),
+                  eval_tables({"env": eval_env, "results": [eval_row]})):  # fmt: skip
+        console = Console(width=100, record=True, file=io.StringIO())
+        console.print(parts[0])
+        text = console.export_text()
+        assert "…" not in text and max(map(len, text.splitlines())) <= 100, text
+        assert "s2mlpv2_medium" in text
+    assert "83.12%" in text  # every value whole

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from s2mlp_cli.cli import main
-from s2mlp_cli.data import DataError, Preprocess, crop_uint8, decode, find_dataset, normalize, synsets
+from s2mlp_cli.data import DataError, Preprocess, decode, eval_transform, find_dataset, normalize, synsets
 from s2mlp_cli.evaluate import chance_warning
 from s2mlp_cli.models import create_model
 
@@ -39,7 +39,8 @@ def timm_reference(
 
 def ours(items, size=56, crop_pct=0.875, interpolation="bicubic", mean=MEAN, std=STD):
     prep = Preprocess(size, crop_pct, interpolation, mean, std)
-    crops = torch.stack([crop_uint8(decode(data), size, prep.resize, interpolation) for _, data in items])
+    transform = eval_transform(prep)
+    crops = torch.stack([transform(decode(data)) for _, data in items])
     return normalize(crops, mean, std)
 
 
@@ -313,6 +314,9 @@ def test_wrong_folders_give_one_line_errors(setup, tmp_path: Path, make) -> None
     weights, _, _ = setup
     make(tmp_path / "data")
     code, _, stderr = run_eval(weights, "--data", str(tmp_path / "data"))
+    if not (tmp_path / "data").exists():  # a bad argument: a usage error, before anything is loaded
+        assert code == 2 and "--data: " in stderr and "no such file or folder" in stderr
+        return
     assert code == 1 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
     assert "accepted layouts" in stderr or "not an ImageNet-1k synset" in stderr
 
@@ -343,3 +347,45 @@ def test_cuda_eval_gives_the_cpu_numbers(setup, tmp_path: Path, items) -> None:
     assert code == 0, stderr
     check(doc, expected)
     assert doc["env"]["math_mode"] == "fp32, TF32 off (full precision)"
+
+
+def test_every_problem_is_named_at_once_before_torch_is_imported(zoo: Path, tmp_path: Path) -> None:
+    """Bad paths, several variants without weights and bad outputs: one message, exit 2, no torch."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from click.testing import CliRunner
+        from s2mlp_cli.cli import main
+        args = ["eval", "--variant", "evaltiny,evaltiny_b,nosuch", "--data", {str(tmp_path / "nope")!r},
+                "--devkit", {str(tmp_path / "nokit")!r}, "--output", "r.txt", "--std", "0.2,0,0.2"]
+        result = CliRunner().invoke(main, args)
+        print(result.exit_code)
+        print(result.stderr.strip().splitlines()[-1])
+        print(",".join(m for m in ("torch", "timm", "torchvision") if m in sys.modules) or "none")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    exit_code, message, heavy = done.stdout.strip().splitlines()
+    assert exit_code == "2" and heavy == "none"
+    for needle in (
+        "--variant: unknown model 'nosuch'",
+        f"--data: {tmp_path / 'nope'}: no such file or folder",
+        "--devkit: ",
+        "--std: std must be three finite numbers above 0",
+        "--output: r.txt: use a .json or .csv or .md file",
+        "no pretrained weights are published for evaltiny;",
+        "no pretrained weights are published for evaltiny_b",
+    ):
+        assert needle in message, (needle, message)
+
+
+def test_missing_weights_alone_exit_1_naming_every_variant(zoo: Path, tmp_path: Path, items) -> None:
+    root = fi.class_folders(tmp_path / "val", items[:2], [1, 2])
+    args = ["eval", "--variant", "evaltiny,evaltiny_c", "--data", str(root), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "published for evaltiny;" in result.stderr and "published for evaltiny_c;" in result.stderr

@@ -121,6 +121,15 @@ def test_pinned_revision_and_sha256(fake_hub: FakeHub, zoo: Path) -> None:
     code, stdout, _ = run("pull", "hubtiny", "--revision", "main", "--json")
     assert code == 0 and json.loads(stdout)[0]["verified"] == "Hub ETag (sha256)"
     assert Path(json.loads(stdout)[0]["path"]).read_bytes() == new
+    # what was pulled is the variant's source from now on ...
+    assert {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])}["hubtiny"] == (
+        "pulled (testorg/hubtiny)"
+    )
+    model = create_model("hubtiny", pretrained=True)
+    assert not torch.equal(model.state_dict()["head.weight"], old_state["head.weight"])
+    # ... until the card's own source is pulled again
+    code, stdout, _ = run("pull", "hubtiny", "--revision", old_commit, "--json")
+    assert code == 0 and json.loads(stdout)[0]["verified"] == "card sha256 pin"
     model = create_model("hubtiny", pretrained=True)  # the card's pinned revision
     assert torch.equal(model.state_dict()["head.weight"], old_state["head.weight"])
 
@@ -215,8 +224,13 @@ def test_own_s2mlpv2_weights_from_another_repo(fake_hub: FakeHub) -> None:
     assert code == 0, stderr
     model = create_model("tiny", pretrained=True, repo="me/my-s2mlpv2", filename="weights.safetensors")
     assert torch.equal(model.state_dict()["head.bias"], state["head.bias"])
+    # the pulled source is remembered: no arguments needed from now on, and list says where it is from
+    model = create_model("tiny", pretrained=True)
+    assert torch.equal(model.state_dict()["head.bias"], state["head.bias"])
+    rows = {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])}
+    assert rows["s2mlpv2_tiny"] == "pulled (me/my-s2mlpv2)"
     with pytest.raises(WeightsUnavailableError, match="no pretrained weights are published"):
-        create_model("tiny", pretrained=True)
+        create_model("evaltiny", pretrained=True)
 
 
 def test_weights_of_another_variant_are_rejected(fake_hub: FakeHub) -> None:
@@ -233,7 +247,7 @@ def test_import_official_checkpoint_then_use_it(zoo: Path, reference: Path, monk
     code, stdout, stderr = run("pull", "vip_tiny", "--from", str(official), "--sha256", sha, "--json")
     assert code == 0, stderr
     row = json.loads(stdout)[0]
-    assert row["verified"] == "given --sha256" and row["source"] == "imported from vip_tiny_official.pth.tar"
+    assert row["verified"] == "given sha256" and row["source"] == "imported from vip_tiny_official.pth.tar"
     assert Path(row["path"]).suffix == ".safetensors" and Path(row["path"]).is_file()
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

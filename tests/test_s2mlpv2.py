@@ -201,7 +201,7 @@ def test_pretrained_s2mlpv2_says_none_are_published() -> None:
     with pytest.raises(
         WeightsUnavailableError, match="no pretrained weights are published for s2mlpv2_small"
     ):
-        create_model("small", pretrained=True)
+        s2mlp_cli.create_model("small", pretrained=True)
 
 
 def test_width_change_without_transition_uses_a_1x1_downsample() -> None:

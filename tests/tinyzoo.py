@@ -15,7 +15,6 @@ TINY_S2 = {
     "mlp_ratios": [1, 1, 1, 1],
     "patch_size": 7,
     "num_classes": 10,
-    "img_size": 56,
 }
 
 
@@ -30,13 +29,15 @@ def write_card(
     preprocess: dict | None = None,
     **weights: object,
 ) -> None:
+    arch = dict(arch)
+    size = arch.pop("img_size", 56)  # the input size lives in preprocess only
     card = {
         "name": name,
         "family": family,
         "description": f"{name} (test card)",
         "arch": arch,
         "preprocess": {
-            "input_size": 56,
+            "input_size": size,
             "crop_pct": 0.875,
             "interpolation": "bicubic",
             "mean": [0.485, 0.456, 0.406],

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from s2mlp_cli import __version__
+from s2mlp_cli.cli._errors import to_click
 from s2mlp_cli.errors import S2MLPError
 
 # name -> "module:attribute", in the order `--help` lists them
@@ -42,7 +43,7 @@ class LazyGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except S2MLPError as e:
-            raise click.ClickException(str(e)) from e
+            raise to_click(e, ctx.invoked_subcommand) from e
         except Exception as e:
             if os.environ.get("S2MLP_DEBUG"):
                 raise
@@ -63,6 +64,6 @@ def main() -> None:
       s2mlp info medium
       s2mlp info vip_s7 --json
       s2mlp pull mixer_b16_224
-      s2mlp eval --variant medium --data /imagenet/val
-      s2mlp bench --variant small --compare vip --batch-size 8
+      s2mlp eval --variant mixer_b16_224 --data /imagenet/val
+      s2mlp bench --variant small --compare vip,gfnet
     """

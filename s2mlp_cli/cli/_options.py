@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
+from s2mlp_cli.console import err, info, out, warn
 from s2mlp_cli.errors import UnknownModelError
 from s2mlp_cli.zoo import Card, get_card
 
@@ -18,9 +22,47 @@ def resolve_card(name: str, param_hint: str = "VARIANT") -> Card:
         raise click.BadParameter(str(e), param_hint=param_hint) from e
 
 
-def check_amp(device: str, amp: str) -> None:
-    """fp16 autocast on the CPU is a usage error (exit 2), caught before any model is built."""
-    if amp == "fp16" and device == "cpu":
-        raise click.BadParameter(
-            "fp16 autocast is for the GPU; use --amp bf16 or none on the CPU", param_hint="--amp"
-        )
+def split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def run_options(what: str) -> Callable[[Callable], Callable]:
+    """The options eval and bench share: device, math mode, memory format, compile, outputs."""
+    options = [
+        click.option(
+            "--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True
+        ),
+        click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True),
+        click.option(
+            "--channels-last", is_flag=True, help="Channels-last memory format for model and input."
+        ),
+        click.option("--compile", "compile_", is_flag=True, help="torch.compile each model."),
+        click.option(
+            "--tf32", is_flag=True, help="Allow TF32 matmuls on the GPU (off by default, and said so)."
+        ),
+        click.option("--output", help=f"Also write the {what} (.json, .csv or .md), atomically."),
+        json_option,
+    ]
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def show(doc: dict[str, Any], as_json: bool, tables: Callable[[dict], list[Any]]) -> None:
+    """The result: JSON, or the tables; its warnings on stderr either way."""
+    from s2mlp_cli.console import print_json
+
+    for message in doc.get("warnings", []):
+        warn(message)
+    if as_json:
+        print_json(doc)
+        return
+    for part in tables(doc):
+        out.print(part)
+
+
+__all__ = ["err", "info", "json_option", "resolve_card", "run_options", "show", "split"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import click
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from s2mlp_cli import families
 from s2mlp_cli.cli._options import json_option
 from s2mlp_cli.console import out, print_json
 from s2mlp_cli.hub import status
-from s2mlp_cli.zoo import FAMILIES, cards
+from s2mlp_cli.zoo import cards
 
 
 def _row(card) -> dict:
@@ -26,7 +28,7 @@ def _row(card) -> dict:
 
 
 @click.command("list")
-@click.option("--family", help="Only this family (s2mlpv2, s2mlp, vip, gfnet, gfnet_pyramid, timm).")
+@click.option("--family", help=f"Only this family ({', '.join(families.names())}).")
 @json_option
 def list_command(family: str | None, as_json: bool) -> None:
     """List the model zoo: params, GMACs, input size, the paper's top-1 and weight status.
@@ -39,17 +41,16 @@ def list_command(family: str | None, as_json: bool) -> None:
       s2mlp list --family vip
       s2mlp list --json
     """
-    ordered = sorted(cards().values(), key=lambda c: (FAMILIES.index(c.family), c.params))
+    ordered = sorted(cards().values(), key=lambda c: (families.names().index(c.family), c.params))
     rows = [_row(c) for c in ordered if family is None or c.family == family]
     if family is not None and not rows:
-        families = sorted({c.family for c in cards().values()})
         raise click.BadParameter(
-            f"no cards of family {family!r}; families: {', '.join(families)}", param_hint="--family"
+            f"no cards of family {family!r}; families: {', '.join(families.names())}", param_hint="--family"
         )
     if as_json:
         print_json(rows)
         return
-    table = Table(title="s2mlp model zoo", title_justify="left")
+    table = Table(title="s2mlp model zoo", title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("alias", no_wrap=True)
     table.add_column("family", no_wrap=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import click
-from rich.table import Table
 from rich.text import Text
 
+from s2mlp_cli.cli._errors import say
 from s2mlp_cli.cli._options import json_option, resolve_card
 from s2mlp_cli.console import err, out, print_json
-from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
 from s2mlp_cli.zoo import cards
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -45,6 +45,10 @@ def pull_command(
 ) -> None:
     """Fetch a variant's weights, verify them and load them once, so they are known to work.
 
+    A source named with --repo/--revision/--filename, or a file imported with --from, becomes the
+    variant's source from then on: `eval`, `bench --weights`-less runs and `create_model(pretrained=True)`
+    use it, and `s2mlp list` shows it. Pulling the card's own source again goes back to it.
+
     Files go to the Hugging Face cache (HF_HOME / HF_HUB_CACHE); with HF_HUB_OFFLINE=1 pulled variants
     are served with no network. Each file is checked against the card's sha256 pin or the Hub's ETag;
     one that fails is deleted. Official ViP / GFNet checkpoints live off the Hub: download them by hand
@@ -75,7 +79,7 @@ def pull_command(
     if sha256 and not _SHA256.match(sha256):
         raise click.BadParameter("expected 64 hex digits", param_hint="--sha256")
 
-    from s2mlp_cli import hub
+    from s2mlp_cli import hub, report
 
     if pull_all:
         targets = list(cards().values())
@@ -84,9 +88,12 @@ def pull_command(
 
     rows, failures = [], []
     for card in targets:
-        if pull_all and hub.hub_source(card) is None and hub.cached_path(card) is None:
-            rows.append({"variant": card.name, "status": "skipped", "detail": hub.no_weights_message(card)})
-            continue
+        if pull_all:
+            try:
+                hub.choose(card)
+            except WeightsUnavailableError as e:
+                rows.append({"variant": card.name, "status": "skipped", "detail": say(e, "pull")})
+                continue
         try:
             if from_file:
                 pulled = hub.import_file(card, from_file, sha256)
@@ -96,45 +103,14 @@ def pull_command(
             if len(targets) == 1:
                 raise
             failures.append(card.name)
-            rows.append({"variant": card.name, "status": "failed", "detail": str(e)})
-            err.print(Text(f"error: {e}", style="red"))
+            rows.append({"variant": card.name, "status": "failed", "detail": say(e, "pull")})
+            err.print(Text(f"error: {say(e, 'pull')}", style="red"))
             continue
         rows.append({"status": "cached" if pulled.cached else "pulled", **pulled.to_dict()})
 
     if as_json:
         print_json(rows)
     else:
-        _print_table(rows)
+        out.print(report.pull_table(rows))
     if failures:
         raise click.ClickException(f"{len(failures)} of {len(targets)} failed: {', '.join(failures)}")
-
-
-def _print_table(rows: list[dict]) -> None:
-    table = Table(title="s2mlp pull", title_justify="left")
-    table.add_column("variant", style="bold", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("source", overflow="fold")
-    table.add_column("verified against", no_wrap=True)
-    table.add_column("MiB", justify="right", no_wrap=True)
-    table.add_column("path / next step", overflow="fold")
-    styles = {"pulled": "green", "cached": "green", "failed": "red", "skipped": "dim"}
-    for r in rows:
-        if "path" in r:
-            table.add_row(
-                Text(r["variant"]),
-                Text(r["status"], style=styles[r["status"]]),
-                Text(r["source"]),
-                Text(r["verified"]),
-                f"{r['size'] / 2**20:.1f}",
-                Text(r["path"]),
-            )
-        else:
-            table.add_row(
-                Text(r["variant"]),
-                Text(r["status"], style=styles[r["status"]]),
-                "",
-                "",
-                "",
-                Text(r["detail"]),
-            )
-    out.print(table)

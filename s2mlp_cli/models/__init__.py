@@ -1,6 +1,7 @@
-"""Model families, built from zoo cards.
+"""Model families, built from zoo cards (random init: weights are the layers above's business).
 
-Importing this package registers every card of our own families with timm's model registry, so
+Layering: zoo (cards) -> models (this package) -> weights -> hub -> api -> cli; this package imports
+nothing above it. Importing it registers every card of our own families with timm's model registry, so
 `timm.create_model("s2mlpv2_small")` works after `import s2mlp_cli.models`.
 """
 
@@ -9,30 +10,24 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
-from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli import families
 from s2mlp_cli.zoo import Card, cards, get_card
-
-# family -> "module:class"; each constructor takes keyword-only arguments named as in the official code.
-_FAMILIES = {
-    "s2mlpv2": "s2mlp_cli.models.s2mlpv2:S2MLPv2",
-    "s2mlp": "s2mlp_cli.models.s2mlp:S2MLP",
-    "vip": "s2mlp_cli.models.vip:VisionPermutator",
-    "gfnet": "s2mlp_cli.models.gfnet:GFNet",
-    "gfnet_pyramid": "s2mlp_cli.models.gfnet:GFNetPyramid",
-}
 
 # Arguments timm.create_model passes to every entrypoint that our constructors do not take.
 _TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 def family_class(family: str) -> type[nn.Module]:
-    if family not in _FAMILIES:
-        raise S2MLPError(f"unknown model family {family!r}; known: {', '.join(_FAMILIES)}")
-    module, cls = _FAMILIES[family].split(":")
+    spec = families.get(family)
+    if spec.from_timm:
+        raise ValueError(f"family {family} is built by timm.create_model, not by a class of ours")
+    module, cls = spec.builder.split(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -46,48 +41,71 @@ def build(family: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
-def pretrained_cfg(card: Card) -> dict[str, Any]:
-    """timm-style data config, so timm's `resolve_data_config(model=...)` sees the card's preprocessing."""
+def pretrained_cfg(card: Card, img_size: int, num_classes: int) -> dict[str, Any]:
+    """timm-style data config of the model as built, so `resolve_data_config(model=...)` sees its input."""
     p = card.preprocess
     return {
         "architecture": card.name,
-        "input_size": (3, p.input_size, p.input_size),
+        "input_size": (3, img_size, img_size),
         "crop_pct": p.crop_pct,
         "interpolation": p.interpolation,
         "mean": p.mean,
         "std": p.std,
-        "num_classes": card.arch.get("num_classes", 1000),
+        "num_classes": num_classes,
     }
 
 
-def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
-    """Build the model a card describes, with `overrides` replacing the card's constructor arguments.
+def create_model(
+    name: str,
+    *,
+    img_size: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    **arch: Any,
+) -> nn.Module:
+    """The model a card describes, randomly initialised.
 
-    With `pretrained=True` the weights come through `s2mlp_cli.hub.pull` (verified, cached; `repo=`,
-    `revision=` and `filename=` name another Hub file) and are loaded strictly.
+    `img_size` replaces the card's input size; `arch` replaces its constructor arguments (e.g.
+    `num_classes=10`); `device` / `dtype` place the result. Weights: `s2mlp_cli.create_model(...,
+    pretrained=True)` or `s2mlp_cli.load_weights`.
     """
     card = get_card(name)
     for key in _TIMM_ONLY:
-        overrides.pop(key, None)
-    device, dtype = overrides.pop("device", None), overrides.pop("dtype", None)
-    source = {k: overrides.pop(k, None) for k in ("repo", "revision", "filename")}
-    if any(source.values()) and not pretrained:
-        raise TypeError(f"{', '.join(k for k, v in source.items() if v)} only apply with pretrained=True")
-    if card.family == "timm":
+        arch.pop(key, None)
+    size = img_size or card.preprocess.input_size
+    kwargs = {**card.arch, **arch, "img_size": size}
+    if families.get(card.family).from_timm:
         import timm
 
-        model = timm.create_model(card.name, pretrained=False, **{**card.arch, **overrides})
+        model = timm.create_model(card.name, pretrained=False, **kwargs)
     else:
-        model = build(card.family, **{**card.arch, **overrides})
-        model.pretrained_cfg = model.default_cfg = pretrained_cfg(card)
-    if pretrained:
-        from s2mlp_cli.hub import pull
-        from s2mlp_cli.weights import load_weights
-
-        load_weights(model, pull(card, **source, check_fit=False).path)  # the load is the strict check
+        model = build(card.family, **kwargs)
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg(card, size, model.num_classes)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
+
+
+# --- timm's registry ---------------------------------------------------------------------------------
+# timm.create_model(name, pretrained=True) calls our entrypoint, and weights belong to the layers above
+# (resolve, verify, fetch). `s2mlp_cli.api` installs its loader here when imported; an entrypoint asked
+# for weights before that imports it by name. This is the one call upward, and it happens only then.
+
+PretrainedLoader = Callable[[nn.Module, str], nn.Module]
+_pretrained_loader: PretrainedLoader | None = None
+
+
+def set_pretrained_loader(loader: PretrainedLoader) -> None:
+    global _pretrained_loader
+    _pretrained_loader = loader
+
+
+def _load_pretrained(model: nn.Module, name: str) -> nn.Module:
+    if _pretrained_loader is None:
+        importlib.import_module("s2mlp_cli.api")  # installs the loader
+    if _pretrained_loader is None:
+        raise RuntimeError("s2mlp_cli.api did not install its weights loader")
+    return _pretrained_loader(model, name)
 
 
 def _register_with_timm() -> None:
@@ -97,11 +115,12 @@ def _register_with_timm() -> None:
 
     module = sys.modules[__name__]
     for card in cards().values():
-        if card.family == "timm" or card.name in _model_entrypoints:
+        if families.get(card.family).from_timm or card.name in _model_entrypoints:
             continue
 
         def entrypoint(pretrained: bool = False, _name: str = card.name, **kwargs: Any) -> nn.Module:
-            return create_model(_name, pretrained=pretrained, **kwargs)
+            model = create_model(_name, **kwargs)
+            return _load_pretrained(model, _name) if pretrained else model
 
         entrypoint.__name__ = entrypoint.__qualname__ = card.name
         entrypoint.__module__ = module.__name__

@@ -1,0 +1,172 @@
+"""The library under the CLI: layers that import only downward, one weights resolver, the same numbers
+from Python as from the command line."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import fakeimagenet as fi
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from fakehub import FakeHub
+from safetensors.torch import save
+
+import s2mlp_cli
+from s2mlp_cli.cli import main
+from s2mlp_cli.errors import CardError
+from s2mlp_cli.zoo import load_cards, zoo_dir
+
+PACKAGE = Path(s2mlp_cli.__file__).parent
+# zoo (cards) -> models -> weights -> hub -> api -> cli; the helpers at the bottom import nothing of ours
+# above them. Same-layer imports are allowed; the one call upward (models -> api, for timm's
+# pretrained=True) goes through importlib by name, at call time, and is not an import statement.
+LAYERS = {
+    "errors": 0,
+    "families": 0,
+    "files": 0,
+    "console": 0,
+    "report": 0,
+    "zoo": 1,
+    "runtime": 1,
+    "models": 2,
+    "stats": 2,
+    "data": 2,
+    "weights": 3,
+    "hub": 4,
+    "api": 5,
+    "evaluate": 5,
+    "bench": 5,
+    "__init__": 5,
+    "__main__": 6,
+    "cli": 6,
+}
+
+
+def _layer(module: str) -> int:
+    return LAYERS[module.removeprefix("s2mlp_cli.").split(".")[0] or "__init__"]
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every `s2mlp_cli` module a file imports, function-level imports included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("s2mlp_cli")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("s2mlp_cli"):
+            for a in node.names:  # `from s2mlp_cli import hub` imports the module s2mlp_cli.hub
+                sub = f"{node.module}.{a.name}"
+                is_module = (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() or (
+                    PACKAGE.parent / sub.replace(".", "/")
+                ).is_dir()
+                found.append((node.lineno, sub if is_module else node.module))
+    return found
+
+
+def test_layers_import_only_downward() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("").as_posix().replace("/", ".")
+        mine = _layer(rel)
+        for line, target in _imports(path):
+            if target != "s2mlp_cli" and _layer(target) > mine:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
+    assert not wrong, wrong
+
+
+def test_models_import_without_hub_weights_or_api() -> None:
+    code = "import sys, s2mlp_cli.models; print(sorted(m for m in sys.modules if m.startswith('s2mlp_cli')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout.replace("'", '"')))
+    assert not loaded & {"s2mlp_cli.hub", "s2mlp_cli.weights", "s2mlp_cli.api", "s2mlp_cli.cli"}
+
+
+def test_timm_pretrained_goes_through_the_resolver() -> None:
+    import timm
+
+    import s2mlp_cli.models  # noqa: F401  (registers the zoo with timm)
+
+    # the library's own words: no command-line flags
+    with pytest.raises(s2mlp_cli.S2MLPError, match="published for s2mlpv2_small.*use your own: a Hub") as e:
+        timm.create_model("s2mlpv2_small", pretrained=True)
+    assert "--" not in str(e.value) and e.value.next_step == "own_weights"
+
+
+def test_pull_then_eval_uses_the_pulled_source(zoo: Path, tmp_path: Path, monkeypatch) -> None:
+    """`s2mlp pull evaltiny --repo me/evaltiny`, then `s2mlp eval --variant evaltiny` with no --weights."""
+    from s2mlp_cli.evaluate import EvalOptions, run
+
+    torch.manual_seed(0)
+    model = s2mlp_cli.create_model("evaltiny")
+    items = fi.make_images()[:6]
+    root = fi.class_folders(tmp_path / "val", items, [0, 1, 2, 3, 4, 5])
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        hub.add("me/evaltiny", {"model.safetensors": save(model.state_dict())})
+        before = CliRunner().invoke(main, ["eval", "--variant", "evaltiny", "--data", str(root)])
+        assert before.exit_code == 1 and "no pretrained weights are published for evaltiny" in before.stderr
+        assert "s2mlp pull evaltiny --repo ORG/NAME" in before.stderr and "--weights FILE" in before.stderr
+
+        pulled = CliRunner().invoke(main, ["pull", "evaltiny", "--repo", "me/evaltiny"])
+        assert pulled.exit_code == 0, pulled.stderr
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # from here on, the cache alone
+
+    args = ["eval", "--variant", "evaltiny", "--data", str(root), *"--device cpu --workers 0 --json".split()]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    (cli_row,) = json.loads(result.stdout)["results"]
+    assert (
+        cli_row["weights"] == "me/evaltiny@main/model.safetensors" and cli_row["weights_origin"] == "pulled"
+    )
+
+    # a notebook gets the same numbers from the library
+    doc = run(EvalOptions(variants=["evaltiny"], data=root, device="cpu", workers=0, progress=False))
+    (lib_row,) = doc["results"]
+    for key in ("top1", "top5", "loss", "images", "weights", "weights_origin"):
+        assert lib_row[key] == cli_row[key], key
+    rows = json.loads(CliRunner().invoke(main, ["list", "--json"]).stdout)
+    assert {r["name"]: r["weights"] for r in rows}["evaltiny"] == "pulled (me/evaltiny)"
+
+
+def test_a_weights_file_beats_the_pulled_source(zoo: Path, tmp_path: Path) -> None:
+    from s2mlp_cli import hub
+    from s2mlp_cli.zoo import get_card
+
+    card = get_card("evaltiny")
+    path = tmp_path / "mine.safetensors"
+    path.write_bytes(save(s2mlp_cli.create_model("evaltiny").state_dict()))
+    choice = hub.choose(card, path)
+    assert (choice.kind, choice.origin, choice.path) == ("file", "given", path)
+    pulled = hub.resolve(card, path)
+    assert pulled.origin == "given" and pulled.verified == "strict load"
+
+
+def test_cards_hold_the_input_size_once(tmp_path: Path) -> None:
+    data = yaml.safe_load((zoo_dir() / "gfnet_s.yaml").read_text())
+    data["arch"]["img_size"] = 224
+    (tmp_path / "gfnet_s.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(CardError, match="arch.img_size'.*preprocess.input_size only"):
+        load_cards(tmp_path)
+    model = s2mlp_cli.create_model("gfnet_ti", img_size=384)
+    assert model.pretrained_cfg["input_size"] == (3, 384, 384)  # the data config follows the override
+
+
+def test_result_files_respect_the_umask(tmp_path: Path) -> None:
+    from s2mlp_cli.files import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "r.json", "{}")
+        assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+        os.umask(0o077)
+        write_text_atomic(tmp_path / "s.json", "{}")
+        assert stat.S_IMODE((tmp_path / "s.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
