@@ -160,9 +160,6 @@ class Choice:
     path: Path | None = None
     source: Source | None = None
 
-    def describe(self) -> str:
-        return str(self.source) if self.kind == "hub" else str(self.path)
-
 
 def choose(
     card: Card,

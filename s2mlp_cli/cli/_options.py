@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from s2mlp_cli.console import err, info, out, warn
+from s2mlp_cli.console import err, info, out, print_json, warn
 from s2mlp_cli.errors import UnknownModelError
 from s2mlp_cli.zoo import Card, get_card
 
@@ -54,8 +54,6 @@ def run_options(what: str) -> Callable[[Callable], Callable]:
 
 def show(doc: dict[str, Any], as_json: bool, tables: Callable[[dict], list[Any]]) -> None:
     """The result: JSON, or the tables; its warnings on stderr either way."""
-    from s2mlp_cli.console import print_json
-
     for message in doc.get("warnings", []):
         warn(message)
     if as_json:
