@@ -63,11 +63,3 @@ def load_pretrained(
     )
     load_weights(model, pulled.path)  # strict: this is the fit check
     return pulled
-
-
-def _timm_loader(model: nn.Module, name: str) -> nn.Module:
-    load_pretrained(model, name)
-    return model
-
-
-models.set_pretrained_loader(_timm_loader)

@@ -360,17 +360,10 @@ class Worker:
         return None
 
     def _warm(self, batch: int) -> None:
-        import torch
 
         spec = self.spec
         _check_fake_oom(batch)
-        _free(spec.device)
-        if spec.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        model = self.model.eval().to(spec.device)
-        if spec.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.net = torch.compile(model) if spec.compile else model
+        self.net = _prepare(self.model.eval(), spec)
         self.x = _input(spec, batch, self.img_size)
         self.x1 = self.x[:1].clone()
         if spec.compile:
@@ -479,6 +472,19 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _prepare(model, spec: Spec):
+    """A clean slate for one measurement (memory freed, peak reset), then the model placed as asked."""
+    import torch
+
+    _free(spec.device)
+    if spec.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    model = model.to(spec.device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if spec.compile else model
+
+
 def _check_fake_oom(batch: int) -> None:
     import torch
 
@@ -546,13 +552,7 @@ def _train(model, result: Result, spec: Spec, batch: int, img_size: int) -> None
     import torch
     from torch.nn import functional as F
 
-    _free(spec.device)
-    if spec.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    net = model.train().to(spec.device)
-    if spec.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net = torch.compile(net) if spec.compile else net
+    net = _prepare(model.train(), spec)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(spec.device, enabled=spec.amp == "fp16" and spec.device == "cuda")
     x = _input(spec, batch, img_size)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from s2mlp_cli.console import err, info, out, print_json, warn
+from s2mlp_cli.console import out, print_json, warn
 from s2mlp_cli.errors import UnknownModelError
 from s2mlp_cli.zoo import Card, get_card
 
@@ -61,6 +61,3 @@ def show(doc: dict[str, Any], as_json: bool, tables: Callable[[dict], list[Any]]
         return
     for part in tables(doc):
         out.print(part)
-
-
-__all__ = ["err", "info", "json_option", "resolve_card", "run_options", "show", "split"]

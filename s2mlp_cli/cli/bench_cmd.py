@@ -6,7 +6,8 @@ import click
 
 from s2mlp_cli import families
 from s2mlp_cli.cli._errors import to_click
-from s2mlp_cli.cli._options import err, info, run_options, show, split
+from s2mlp_cli.cli._options import run_options, show, split
+from s2mlp_cli.console import err, info
 from s2mlp_cli.errors import ProblemsError
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,25 +86,14 @@ def create_model(
 
 
 # --- timm's registry ---------------------------------------------------------------------------------
-# timm.create_model(name, pretrained=True) calls our entrypoint, and weights belong to the layers above
-# (resolve, verify, fetch). `s2mlp_cli.api` installs its loader here when imported; an entrypoint asked
-# for weights before that imports it by name. This is the one call upward, and it happens only then.
-
-PretrainedLoader = Callable[[nn.Module, str], nn.Module]
-_pretrained_loader: PretrainedLoader | None = None
-
-
-def set_pretrained_loader(loader: PretrainedLoader) -> None:
-    global _pretrained_loader
-    _pretrained_loader = loader
 
 
 def _load_pretrained(model: nn.Module, name: str) -> nn.Module:
-    if _pretrained_loader is None:
-        importlib.import_module("s2mlp_cli.api")  # installs the loader
-    if _pretrained_loader is None:
-        raise RuntimeError("s2mlp_cli.api did not install its weights loader")
-    return _pretrained_loader(model, name)
+    """timm.create_model(name, pretrained=True) reaches our entrypoint here, and weights belong to the
+    layers above (resolve, verify, fetch). This is the one call upward: by name, at call time, and only
+    when weights are asked for, so importing this package never imports them."""
+    importlib.import_module("s2mlp_cli.api").load_pretrained(model, name)
+    return model
 
 
 def _register_with_timm() -> None:
