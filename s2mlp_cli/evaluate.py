@@ -150,7 +150,9 @@ def run(opts: EvalOptions) -> dict[str, Any]:
             model = model.to(memory_format=torch.channels_last)
         if opts.compile:
             model = torch.compile(model)
-        entries.append(Entry(card.name, model, prep, pulled.source, card.paper.get("top1"), pulled.origin))
+        entries.append(
+            Entry(card.name, model, prep, pulled.source, card.paper.get("top1"), pulled.origin, pulled.sha256)
+        )
 
     batch_size = opts.batch_size or (256 if device == "cuda" else 32)
     workers = min(8, os.cpu_count() or 1) if opts.workers is None else opts.workers
@@ -207,6 +209,7 @@ class Entry:
     weights: str
     paper_top1: float | None = None
     weights_origin: str = "card"
+    weights_sha256: str | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -326,6 +329,7 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
                 "delta_top1": None if top1 is None or e.paper_top1 is None else round(top1 - e.paper_top1, 3),
                 "weights": e.weights,
                 "weights_origin": e.weights_origin,
+                "weights_sha256": e.weights_sha256,
                 "preprocess": e.prep.to_dict(),
                 "shared_pass_with": [o.name for o in group if o is not e],
                 "skipped_files": skipped,

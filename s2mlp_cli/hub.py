@@ -355,7 +355,7 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
     )
 
     url = endpoint()
-    _check_reachable(url)
+    check_reachable(url)
     kwargs: dict[str, Any] = {
         "revision": src.revision,
         "cache_dir": hub_cache(),
@@ -364,7 +364,7 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
     if progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         kwargs["tqdm_class"] = _RichBar
     try:
-        with _quiet_hub_logger():
+        with quiet_hub_logger():
             return Path(hf_hub_download(src.repo, src.filename, **kwargs))
     except GatedRepoError as e:  # before RepositoryNotFoundError, its parent
         raise HubError(
@@ -379,23 +379,23 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
     except RevisionNotFoundError as e:
         raise HubError(f"revision {src.revision!r} not found in {src.repo} (check the revision)") from e
     except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its parent: nothing reachable
-        raise HubError(f"could not reach the Hub at {url} to fetch {src}: {_reason(e)}") from e
+        raise HubError(f"could not reach the Hub at {url} to fetch {src}: {reason(e)}") from e
     except EntryNotFoundError as e:
         raise HubError(
             f"{src.filename} not found in {src.repo} at {src.revision or 'main'} (check the file name)"
         ) from e
     except HfHubHTTPError as e:
-        raise HubError(f"the Hub at {url} refused {src}: {_reason(e)}") from e
+        raise HubError(f"the Hub at {url} refused {src}: {reason(e)}") from e
     except Exception as e:  # transport errors after the client's retries, size mismatch, disk full, ...
-        raise HubError(f"downloading {src} failed ({type(e).__name__}: {_reason(e)}); run it again") from e
+        raise HubError(f"downloading {src} failed ({type(e).__name__}: {reason(e)}); run it again") from e
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[0] if lines else type(e).__name__
 
 
-def _check_reachable(url: str) -> None:
+def check_reachable(url: str) -> None:
     """Fail at once when nothing listens at the endpoint, instead of after the client's ~20 s of retries.
 
     Skipped behind a proxy, where a direct connection says nothing about reachability.
@@ -413,7 +413,7 @@ def _check_reachable(url: str) -> None:
         ) from e
 
 
-class _quiet_hub_logger:
+class quiet_hub_logger:
     """huggingface_hub logs each retry as a warning; the progress bar and our errors say enough."""
 
     def __enter__(self) -> None:

@@ -11,12 +11,14 @@ from s2mlp_cli.errors import ProblemsError, S2MLPError
 def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
     """The conditions a reader needs to trust or reproduce the numbers."""
     import platform
+    from datetime import datetime, timezone
 
     import torch
 
     from s2mlp_cli import __version__
 
     env: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "s2mlp": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),

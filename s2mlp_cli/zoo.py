@@ -120,6 +120,16 @@ SCHEMA: dict[str, Any] = {
         True,
     ),
     "peers": (_str_list, False),
+    # where the card's numbers come from: a citation a reader can check, per section
+    "sources": (
+        {
+            "preprocess": (_str, True),
+            "counts": (_str, False),
+            "paper": (_str, False),
+            "weights": (_str, False),
+        },
+        True,
+    ),
 }
 
 
@@ -211,6 +221,7 @@ class Card:
     paper: dict[str, Any]
     aliases: tuple[str, ...] = ()
     peers: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,6 +247,7 @@ class Card:
             "counts": {"params": self.params, "gmacs": self.gmacs},
             "paper": dict(self.paper),
             "peers": list(self.peers),
+            "sources": dict(self.sources),
         }
 
 
@@ -282,6 +294,7 @@ def parse_card(path: Path) -> Card:
         paper=data["paper"],
         aliases=tuple(data.get("aliases", ())),
         peers=tuple(data.get("peers", ())),
+        sources=dict(data["sources"]),
         path=path,
     )
 

@@ -5,11 +5,20 @@ that is the file's sha256 (LFS) or git blob sha1, and Content-Length; GET sends 
 `Range: bytes=N-`. Errors carry the X-Error-Code the client maps to its exceptions. Faults a test can
 switch on: `corrupt` (GET sends other bytes of the same length), `break_after` (the first GET of a file
 stops after that many bytes, so the client has to resume).
+
+Writes, as `HfApi.create_repo` / `create_branch` / `create_commit` (plain HTTP: HF_HUB_DISABLE_XET) use
+them: POST /api/repos/create, /api/models/{repo}/branch/{b}, /api/validate-yaml, /api/models/{repo}/
+preupload/{rev}, /{repo}.git/info/lfs/objects/batch, PUT of the LFS object to the href it answered (the
+body must hash to its oid), and POST /api/models/{repo}/commit/{rev} (ndjson; every lfsFile must have
+been uploaded). A commit is all or nothing. `tokens` maps a bearer token to its user, who may write to
+repositories under their own name; `fail_commit` answers the next commit with that status instead.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+_API_REPO = re.compile(
+    r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<op>revision|preupload|commit|branch)/(?P<rev>.+))?$"
+)
+_LFS_BATCH = re.compile(r"^/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch$")
+_LFS_UPLOAD = re.compile(r"^/lfs-upload/(?P<oid>[0-9a-f]{64})$")
 
 
 def commit_of(name: str) -> str:
@@ -29,9 +43,31 @@ class Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # older commits: commit -> files
     gated: bool = False
     lfs: bool = True  # ETag: sha256 (LFS) or git blob sha1
+    private: bool = False  # readable only with the owner's token
+    branches: dict[str, str] = field(default_factory=dict)  # branches other than main -> commit in `commits`
 
     def __post_init__(self) -> None:
         self.head = commit_of(repr(sorted(self.files)) + str(len(self.commits)))
+
+    def at(self, rev: str) -> tuple[dict[str, bytes], str] | None:
+        """(files, commit) at a branch, `main` or a commit; None when there is no such revision."""
+        if rev in ("main", self.head):
+            return self.files, self.head
+        if rev in self.branches:
+            return self.commits[self.branches[rev]], self.branches[rev]
+        if rev in self.commits:
+            return self.commits[rev], rev
+        return None
+
+    def commit(self, rev: str, files: dict[str, bytes]) -> str:
+        new = commit_of(repr(sorted(files.items())) + rev + str(len(self.commits)))
+        if rev == "main":
+            self.commits[self.head] = self.files
+            self.files, self.head = files, new
+        else:
+            self.commits[new] = files
+            self.branches[rev] = new
+        return new
 
 
 class FakeHub:
@@ -40,6 +76,10 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.corrupt: set[str] = set()  # file names whose GET bytes are wrong
         self.break_after: dict[str, int] = {}  # file name -> bytes sent before the first GET breaks
+        self.tokens: dict[str, str] = {}  # bearer token -> user
+        self.lfs_objects: dict[str, bytes] = {}  # uploaded LFS objects by sha256
+        self.fail_commit: int | None = None  # answer the next commit with this status
+        self.commits_made: list[dict] = []  # the commits accepted: {"repo", "revision", "summary", "files"}
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,7 +92,15 @@ class FakeHub:
                 hub._serve(self, body=False)
 
             def do_GET(self) -> None:
+                if self.path.startswith("/api/"):
+                    return hub._api(self)
                 hub._serve(self, body=True)
+
+            def do_POST(self) -> None:
+                hub._api(self)
+
+            def do_PUT(self) -> None:
+                hub._api(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -74,23 +122,30 @@ class FakeHub:
     def gets(self, filename: str) -> list[tuple[str, str, str | None]]:
         return [r for r in self.requests if r[0] == "GET" and r[1].endswith("/" + filename)]
 
+    def user(self, h: BaseHTTPRequestHandler) -> str | None:
+        auth = h.headers.get("Authorization") or ""
+        return self.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
+
+    def _readable(self, h: BaseHTTPRequestHandler, name: str) -> Repo | None:
+        repo = self.repos.get(name)
+        if repo is None or (repo.private and self.user(h) != name.split("/")[0]):
+            return None
+        return repo
+
     def _serve(self, h: BaseHTTPRequestHandler, body: bool) -> None:
         self.requests.append((h.command, h.path, h.headers.get("Range")))
         m = _RESOLVE.match(unquote(h.path.split("?")[0]))
         if not m:
             return _answer(h, 404, {})
-        repo = self.repos.get(m["repo"])
+        repo = self._readable(h, m["repo"])
         if repo is None:
             return _answer(h, 401, {"X-Error-Code": "RepoNotFound"})
         if repo.gated:
             return _answer(h, 403, {"X-Error-Code": "GatedRepo"})
-        rev = m["rev"]
-        if rev in ("main", repo.head):
-            files, commit = repo.files, repo.head
-        elif rev in repo.commits:
-            files, commit = repo.commits[rev], rev
-        else:
+        found = repo.at(m["rev"])
+        if found is None:
             return _answer(h, 404, {"X-Error-Code": "RevisionNotFound"})
+        files, commit = found
         data = files.get(m["file"])
         if data is None:
             return _answer(h, 404, {"X-Error-Code": "EntryNotFound"})
@@ -124,6 +179,149 @@ class FakeHub:
             h.connection.shutdown(2)
             return
         h.wfile.write(payload)
+
+    # --- the API the client's writes use -----------------------------------------------------------------
+
+    def _api(self, h: BaseHTTPRequestHandler) -> None:
+        path = unquote(h.path.split("?")[0])
+        body = _read_body(h)
+        self.requests.append((h.command, path, None))
+        user = self.user(h)
+        if path == "/api/validate-yaml":
+            return _json(h, 200, {"errors": [], "warnings": []})
+        if path == "/api/repos/create":
+            request = json.loads(body)
+            name = f"{request.get('organization') or user}/{request['name']}"
+            if user is None:
+                return _json(h, 401, {"error": "Invalid credentials"})
+            if name.split("/")[0] != user:
+                return _json(
+                    h, 403, {"error": "You don't have the rights to create a model under this namespace"}
+                )
+            if name in self.repos:
+                return _json(
+                    h, 409, {"error": "You already created this model repo", "url": f"{self.url}/{name}"}
+                )
+            self.repos[name] = Repo(
+                {}, private=request.get("visibility") == "private" or bool(request.get("private"))
+            )
+            return _json(h, 200, {"url": f"{self.url}/{name}"})
+        if m := _LFS_UPLOAD.match(path):
+            if hashlib.sha256(body).hexdigest() != m["oid"]:
+                return _json(h, 400, {"error": "object does not match its oid"})
+            self.lfs_objects[m["oid"]] = body
+            return _json(h, 200, {})
+        if m := _LFS_BATCH.match(path):
+            if self._refused(h, m["repo"], user):
+                return None
+            objects = [
+                {
+                    "oid": o["oid"],
+                    "size": o["size"],
+                    "authenticated": True,
+                    **(
+                        {}
+                        if o["oid"] in self.lfs_objects
+                        else {"actions": {"upload": {"href": f"{self.url}/lfs-upload/{o['oid']}"}}}
+                    ),
+                }
+                for o in json.loads(body)["objects"]
+            ]
+            return _json(h, 200, {"transfer": "basic", "objects": objects})
+        m = _API_REPO.match(path)
+        if not m:
+            return _json(h, 404, {"error": "not found"})
+        if m["op"] in (None, "revision"):
+            repo = self._readable(h, m["repo"])
+            if repo is None:
+                return _answer(h, 401, {"X-Error-Code": "RepoNotFound"})
+            found = repo.at(m["rev"] or "main")
+            if found is None:
+                return _answer(h, 404, {"X-Error-Code": "RevisionNotFound"})
+            files, commit = found
+            siblings = [{"rfilename": f} for f in sorted(files)]
+            return _json(
+                h, 200, {"id": m["repo"], "sha": commit, "private": repo.private, "siblings": siblings}
+            )
+        if self._refused(h, m["repo"], user):
+            return None
+        repo = self.repos[m["repo"]]
+        if m["op"] == "branch":
+            if m["rev"] in repo.branches or m["rev"] == "main":
+                return _json(h, 409, {"error": "Reference already exists"})
+            repo.commits.setdefault(repo.head, repo.files)
+            repo.branches[m["rev"]] = repo.head
+            return _json(h, 200, {})
+        if m["op"] == "preupload":
+            files = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "lfs" if f["path"].endswith((".safetensors", ".bin")) else "regular",
+                    "shouldIgnore": False,
+                    "oid": None,
+                }
+                for f in json.loads(body)["files"]
+            ]
+            return _json(h, 200, {"files": files})
+        return self._commit(h, repo, m["repo"], m["rev"], body)
+
+    def _refused(self, h: BaseHTTPRequestHandler, name: str, user: str | None) -> bool:
+        """Answers 401/403 and returns True unless `user` may write to `name`."""
+        if user is None:
+            _json(h, 401, {"error": "Invalid credentials"})
+        elif name not in self.repos or name.split("/")[0] != user:
+            _json(h, 403, {"error": "You don't have the rights to write to this repository"})
+        else:
+            return False
+        return True
+
+    def _commit(self, h: BaseHTTPRequestHandler, repo: Repo, name: str, rev: str, body: bytes) -> None:
+        if self.fail_commit is not None:
+            status, self.fail_commit = self.fail_commit, None
+            return _json(h, status, {"error": "commit refused (fault switched on by the test)"})
+        found = repo.at(rev)
+        if found is None:
+            return _answer(h, 404, {"X-Error-Code": "RevisionNotFound"})
+        files = dict(found[0])
+        summary = ""
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "header":
+                summary = value["summary"]
+            elif item["key"] == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "lfsFile":
+                data = self.lfs_objects.get(value["oid"])
+                if data is None or len(data) != value["size"]:
+                    return _json(h, 422, {"error": f"LFS object {value['oid']} was never uploaded"})
+                files[value["path"]] = data
+            elif item["key"] == "deletedFile":
+                files.pop(value["path"], None)
+        commit = repo.commit(rev, files)
+        self.commits_made.append({"repo": name, "revision": rev, "summary": summary, "files": files})
+        return _json(h, 200, {"commitOid": commit, "commitUrl": f"{self.url}/{name}/commit/{commit}"})
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        parts = []
+        while size := int(h.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            parts.append(h.rfile.read(size))
+            h.rfile.readline()
+        while h.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+            pass
+        return b"".join(parts)
+    return h.rfile.read(int(h.headers.get("Content-Length") or 0))
+
+
+def _json(h: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
+    data = json.dumps(payload).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
 
 
 def _answer(h: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:

@@ -80,6 +80,19 @@ def test_info_shows_the_whole_card() -> None:
     }
 
 
+def test_info_says_where_the_numbers_come_from() -> None:
+    result = CliRunner().invoke(main, ["info", "vip_l7"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3}
+    assert "2cab2ce" in lines["sources.preprocess"] and "5888c42" in lines["sources.preprocess"]
+    assert "0.875" in lines["preprocess.crop_pct"]
+    for key in ("sources.counts", "sources.paper", "sources.weights"):
+        assert key in lines
+    card = json.loads(run("info", "mixer_b16_224", "--json").stdout)
+    cited = card["sources"]["preprocess"]
+    assert "timm 1.0.31's pretrained_cfg for mixer_b16_224.goog_in21k_ft_in1k" in cited
+
+
 def test_unknown_variant_is_a_usage_error_with_suggestions() -> None:
     result = run("info", "smal")
     assert result.exit_code == 2

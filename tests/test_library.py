@@ -44,6 +44,7 @@ LAYERS = {
     "api": 5,
     "evaluate": 5,
     "bench": 5,
+    "publish": 5,
     "__init__": 5,
     "__main__": 6,
     "cli": 6,

@@ -48,6 +48,7 @@ def write_card(
         "counts": {"params": 1, "gmacs": 0.0},
         "paper": {"title": "test", "top1": top1},
         "peers": list(peers),
+        "sources": {"preprocess": "test card"},
     }
     if name == "s2mlpv2_tiny":
         card["aliases"] = ["tiny"]

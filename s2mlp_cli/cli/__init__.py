@@ -20,6 +20,7 @@ COMMANDS = {
     "list": "s2mlp_cli.cli.list_cmd:list_command",
     "info": "s2mlp_cli.cli.info_cmd:info_command",
     "pull": "s2mlp_cli.cli.pull_cmd:pull_command",
+    "push": "s2mlp_cli.cli.push_cmd:push_command",
     "eval": "s2mlp_cli.cli.eval_cmd:eval_command",
     "bench": "s2mlp_cli.cli.bench_cmd:bench_command",
 }
@@ -64,6 +65,7 @@ def main() -> None:
       s2mlp info medium
       s2mlp info vip_s7 --json
       s2mlp pull mixer_b16_224
+      s2mlp push medium --weights model_best.pth.tar --repo me/s2mlpv2-medium
       s2mlp eval --variant mixer_b16_224 --data /imagenet/val
       s2mlp bench --variant small --compare vip,gfnet
     """

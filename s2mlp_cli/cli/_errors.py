@@ -19,6 +19,10 @@ FLAGS = {
     "output": "--output",
     "save_predictions": "--save-predictions",
     "batch_sizes": "--batch-size",
+    "repo": "--repo",
+    "revision": "--revision",
+    "eval_result": "--eval",
+    "bench_result": "--bench",
 }
 STEPS = {
     "own_weights": "to use your own: s2mlp pull {v} --repo ORG/NAME, or s2mlp pull {v} --from FILE{weights}",

@@ -88,12 +88,26 @@ def create_model(
 # --- timm's registry ---------------------------------------------------------------------------------
 
 
-def _load_pretrained(model: nn.Module, name: str) -> nn.Module:
+def _load_pretrained(model: nn.Module, name: str, hub_id: str | None = None) -> nn.Module:
     """timm.create_model(name, pretrained=True) reaches our entrypoint here, and weights belong to the
     layers above (resolve, verify, fetch). This is the one call upward: by name, at call time, and only
-    when weights are asked for, so importing this package never imports them."""
-    importlib.import_module("s2mlp_cli.api").load_pretrained(model, name)
+    when weights are asked for, so importing this package never imports them.
+
+    `hub_id` ("OWNER/NAME[@REV]") is the repository of `timm.create_model("hf-hub:OWNER/NAME")`; without
+    it the variant's own source is used (what `s2mlp pull` chose, else the card's)."""
+    repo, _, revision = (hub_id or "").partition("@")
+    importlib.import_module("s2mlp_cli.api").load_pretrained(
+        model, name, repo=repo or None, revision=revision or None
+    )
     return model
+
+
+def _hub_id(cfg: Any) -> str | None:
+    """The Hub repository timm read a config from (`hf-hub:` names), from the cfg timm passes on."""
+    if cfg is None or isinstance(cfg, str):
+        return None
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k, None)
+    return get("hf_hub_id") if get("source") == "hf-hub" else None
 
 
 def _register_with_timm() -> None:
@@ -107,8 +121,9 @@ def _register_with_timm() -> None:
             continue
 
         def entrypoint(pretrained: bool = False, _name: str = card.name, **kwargs: Any) -> nn.Module:
+            hub_id = _hub_id(kwargs.get("pretrained_cfg"))
             model = create_model(_name, **kwargs)
-            return _load_pretrained(model, _name) if pretrained else model
+            return _load_pretrained(model, _name, hub_id) if pretrained else model
 
         entrypoint.__name__ = entrypoint.__qualname__ = card.name
         entrypoint.__module__ = module.__name__
