@@ -22,7 +22,7 @@ from typing import Any
 
 from s2mlp_cli import hub, report
 from s2mlp_cli.console import info, warn
-from s2mlp_cli.data import Dataset, EvalSet, Preprocess, normalize
+from s2mlp_cli.data import Dataset, EvalSet, Preprocess, collate_raw, decode_on_gpu, normalize
 from s2mlp_cli.errors import ProblemsError, S2MLPError, UnknownModelError
 from s2mlp_cli.runtime import amp_problem
 from s2mlp_cli.zoo import Card, get_card
@@ -46,12 +46,14 @@ class EvalOptions:
     std: tuple[float, float, float] | None = None
     device: str = "auto"
     batch_size: int | None = None  # 256 on the GPU, 32 on the CPU
-    workers: int | None = None  # CPU cores, at most 8
+    workers: int | None = None  # CPU cores (per process under torchrun), at most 16
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
     tf32: bool = False
     limit: int | None = None
+    cache: bool = True  # read / build the decoded-crop cache (s2mlp_cli.cache) where the disk has room
+    decode: str = "cpu"  # "gpu": torchvision's nvJPEG decode and antialiased resize on the device
     output: str | Path | None = None  # .json, .csv or .md, written atomically
     save_predictions: str | Path | None = None  # .jsonl or .csv
     progress: bool = True
@@ -81,6 +83,10 @@ def check(opts: EvalOptions) -> list[S2MLPError]:
             problems.append(S2MLPError(f"{name} must be three {what}, got {tuple(values)}", param=name))
     if (problem := amp_problem(opts.device, opts.amp)) is not None:
         problems.append(problem)
+    if opts.decode not in ("cpu", "gpu"):
+        problems.append(S2MLPError(f"decode must be cpu or gpu, got {opts.decode!r}", param="decode"))
+    elif opts.decode == "gpu" and opts.device == "cpu":
+        problems.append(S2MLPError("GPU decoding needs the GPU: drop --device cpu", param="decode"))
     problems += _output_problems(opts.output, report.FORMATS, "output")
     problems += _output_problems(opts.save_predictions, PREDICTION_FORMATS, "save_predictions")
     for card in cards:
@@ -128,7 +134,12 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     from s2mlp_cli.runtime import device_for, dtype_label, environment, set_math_mode
 
     device = device_for(opts.device, opts.amp)
+    if opts.decode == "gpu" and device != "cuda":
+        raise S2MLPError("GPU decoding needs a CUDA device, and none is available here", param="decode")
     set_math_mode(device, opts.tf32)
+    shard = Shard.from_env(device)  # torchrun: one process per GPU (or CPU share), each a slice of the set
+    if shard.world > 1 and device == "cuda":
+        torch.cuda.set_device(shard.local_rank)
 
     dataset = find_dataset(opts.data, opts.labels, opts.devkit)
     if opts.limit:
@@ -155,9 +166,20 @@ def run(opts: EvalOptions) -> dict[str, Any]:
         )
 
     batch_size = opts.batch_size or (256 if device == "cuda" else 32)
-    workers = min(8, os.cpu_count() or 1) if opts.workers is None else opts.workers
-    loop = Options(device, batch_size, workers, opts.amp, opts.channels_last, bool(opts.save_predictions))
-    results = evaluate(dataset, entries, loop, progress=opts.progress)
+    cores = max(1, (os.cpu_count() or 1) // shard.world)
+    workers = min(16, cores) if opts.workers is None else opts.workers
+    loop = Options(
+        device,
+        batch_size,
+        workers,
+        opts.amp,
+        opts.channels_last,
+        bool(opts.save_predictions),
+        cache=opts.cache,
+        decode=opts.decode,
+        shard=shard,
+    )
+    results = evaluate(dataset, entries, loop, progress=opts.progress and shard.rank == 0)
     if results and results[0]["images"] == 0:
         raise S2MLPError(f"none of the {len(dataset.samples)} images could be read (see the warnings)")
     for r in results:
@@ -168,11 +190,14 @@ def run(opts: EvalOptions) -> dict[str, Any]:
 
     env = environment(device, opts.amp, opts.tf32)
     env.update(workers=workers, batch_size=batch_size, channels_last=opts.channels_last, compile=opts.compile)
+    notes = list(dict.fromkeys(r.pop("cache") for r in results))  # one per pass: read, built or off
+    env.update(processes=shard.world, decode=opts.decode, cache="; ".join(notes))
     doc = report.document(env, results)
-    if opts.save_predictions:
-        _write_predictions(opts.save_predictions, entries)
-    if opts.output:
-        report.write(str(opts.output), doc, report.EVAL_COLUMNS, "s2mlp eval")
+    if shard.rank == 0:  # under torchrun, one process writes (every process returns the same document)
+        if opts.save_predictions:
+            _write_predictions(opts.save_predictions, entries)
+        if opts.output:
+            report.write(str(opts.output), doc, report.EVAL_COLUMNS, "s2mlp eval")
     return doc
 
 
@@ -213,6 +238,47 @@ class Entry:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's slice of the images under torchrun (rank r of w takes images r, r + w, ...)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls, device: str) -> Shard:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def indices(self, n: int) -> list[int]:
+        return list(range(self.rank, n, self.world))
+
+    def sum(self, t: Any) -> Any:
+        """All-reduce a tensor (sum) across the processes; itself when there is one."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t)
+        return t
+
+    def gather(self, items: list) -> list:
+        """Every process's list, concatenated in rank order (to every process)."""
+        if self.world == 1:
+            return items
+        import torch.distributed as dist
+
+        parts: list[list] = [[] for _ in range(self.world)]
+        dist.all_gather_object(parts, items)
+        return [x for part in parts for x in part]
+
+
 @dataclass
 class Options:
     device: str = "cpu"
@@ -221,6 +287,9 @@ class Options:
     amp: str = "none"
     channels_last: bool = False
     save_predictions: bool = False
+    cache: bool = False
+    decode: str = "cpu"
+    shard: Shard = field(default_factory=Shard)
 
 
 def chance_warning(top1: float, images: int) -> str | None:
@@ -250,19 +319,21 @@ def evaluate(
 
 
 def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, progress: bool) -> list[dict]:
+    """Every model of `group` over this process's share of the images, in one pass.
+
+    Counts and loss accumulate on the device and are read once at the end (no per-batch host sync);
+    under torchrun they are summed across processes, so every process returns the whole set's numbers.
+    """
     import torch
     from torch.nn import functional as F
-    from torch.utils.data import DataLoader
 
-    loader = DataLoader(
-        EvalSet(dataset.samples, group[0].prep),
-        batch_size=opts.batch_size,
-        shuffle=False,
-        num_workers=opts.workers,
-        pin_memory=opts.device == "cuda",
-        persistent_workers=False,
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if opts.device == "cuda" else torch.device("cpu")
     )
-    sums = [{"correct1": 0, "correct5": 0, "loss": 0.0} for _ in group]
+    prep = group[0].prep
+    indices = opts.shard.indices(len(dataset.samples))
+    source = _source(dataset, prep, indices, opts)
+    totals = torch.zeros(len(group), 3, dtype=torch.float64, device=device)  # correct1, correct5, loss sum
     seen, skipped = 0, []
     autocast = (
         torch.autocast(device_type=opts.device, dtype=torch.bfloat16 if opts.amp == "bf16" else torch.float16)
@@ -271,60 +342,59 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
     )
     bar = _Bar(label, len(dataset.samples), progress)
     start = time.perf_counter()
-    with bar, torch.inference_mode():
-        for x, y, idx, errors in loader:
-            ok = torch.tensor([not e for e in errors])
-            for j in (~ok).nonzero().flatten().tolist():
-                key = dataset.samples[int(idx[j])].key
-                skipped.append({"key": key, "error": errors[j]})
-                warn(f"skipped {key}: {errors[j]}")
-            if not ok.all():
-                x, y, idx = x[ok], y[ok], idx[ok]
-            if len(y):
-                x = x.to(opts.device, non_blocking=True)
-                y = y.to(opts.device, non_blocking=True)
-                for e, s in zip(group, sums, strict=True):
-                    xin = normalize(x, e.prep.mean, e.prep.std)
-                    if opts.channels_last:
-                        xin = xin.contiguous(memory_format=torch.channels_last)
-                    if autocast is not None:
-                        with autocast:
+    try:
+        with bar, torch.inference_mode():
+            for x, y, idx, errors in _to_device(source.batches(), device):
+                ok = [not e for e in errors]
+                for j in (j for j, good in enumerate(ok) if not good):
+                    key = dataset.samples[int(idx[j])].key
+                    skipped.append({"index": int(idx[j]), "key": key, "error": errors[j]})
+                    warn(f"skipped {key}: {errors[j]}")
+                if not all(ok):
+                    keep = torch.tensor(ok)
+                    x, y, idx = x[keep.to(x.device)], y[keep.to(y.device)], idx[keep]
+                if len(idx):
+                    for k, e in enumerate(group):
+                        xin = normalize(x, e.prep.mean, e.prep.std)
+                        if opts.channels_last:
+                            xin = xin.contiguous(memory_format=torch.channels_last)
+                        if autocast is not None:
+                            with autocast:
+                                logits = e.model(xin)
+                        else:
                             logits = e.model(xin)
-                    else:
-                        logits = e.model(xin)
-                    logits = logits.float()
-                    top5 = logits.topk(5, dim=1).indices
-                    s["correct1"] += int((top5[:, 0] == y).sum())
-                    s["correct5"] += int((top5 == y[:, None]).any(dim=1).sum())
-                    s["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
-                    if opts.save_predictions:
-                        probs = logits.softmax(dim=1).gather(1, top5)
-                        for k, label_, t5, p5 in zip(
-                            idx.tolist(), y.tolist(), top5.tolist(), probs.tolist(), strict=True
-                        ):
-                            e.predictions.append(
-                                {
-                                    "key": dataset.samples[k].key,
-                                    "label": label_,
-                                    "top5": t5,
-                                    "top5_prob": [round(p, 6) for p in p5],
-                                }
-                            )
-            seen += len(y)
-            bar.advance(len(errors), seen / max(time.perf_counter() - start, 1e-9))
+                        logits = logits.float()
+                        top5 = logits.topk(5, dim=1).indices
+                        totals[k, 0] += (top5[:, 0] == y).sum()
+                        totals[k, 1] += (top5 == y[:, None]).any(dim=1).sum()
+                        totals[k, 2] += F.cross_entropy(logits, y, reduction="none").double().sum()
+                        if opts.save_predictions:
+                            _keep_predictions(e, dataset, idx, y, logits, top5)
+                seen += len(errors)
+                bar.advance(len(errors) * opts.shard.world, seen / max(time.perf_counter() - start, 1e-9))
+    except BaseException:
+        source.abort()
+        raise
+    cache_note = source.finish()
     elapsed = time.perf_counter() - start
+    counts = opts.shard.sum(torch.tensor([float(seen - len(skipped)), float(len(skipped))], device=device))
+    totals = opts.shard.sum(totals).cpu()  # the pass's one host sync
+    images, n_skipped = int(counts[0]), int(counts[1])
+    skipped = sorted(opts.shard.gather(skipped), key=lambda r: r["index"])
+    for e in group:
+        e.predictions = sorted(opts.shard.gather(e.predictions), key=lambda r: r.pop("index"))
     results = []
-    for e, s in zip(group, sums, strict=True):
-        top1 = 100 * s["correct1"] / seen if seen else None
+    for e, (c1, c5, loss) in zip(group, totals.tolist(), strict=True):
+        top1 = 100 * c1 / images if images else None
         results.append(
             {
                 "model": e.name,
                 "top1": None if top1 is None else round(top1, 3),
-                "top5": None if not seen else round(100 * s["correct5"] / seen, 3),
-                "loss": None if not seen else round(s["loss"] / seen, 5),
-                "images": seen,
-                "skipped": len(skipped),
-                "images_per_s": round(seen / elapsed, 2) if elapsed > 0 else None,
+                "top5": None if not images else round(100 * c5 / images, 3),
+                "loss": None if not images else round(loss / images, 5),
+                "images": images,
+                "skipped": n_skipped,
+                "images_per_s": round((images + n_skipped) / elapsed, 2) if elapsed > 0 else None,
                 "paper_top1": e.paper_top1,
                 "delta_top1": None if top1 is None or e.paper_top1 is None else round(top1 - e.paper_top1, 3),
                 "weights": e.weights,
@@ -332,10 +402,130 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
                 "weights_sha256": e.weights_sha256,
                 "preprocess": e.prep.to_dict(),
                 "shared_pass_with": [o.name for o in group if o is not e],
-                "skipped_files": skipped,
+                "skipped_files": [{"key": r["key"], "error": r["error"]} for r in skipped],
+                "cache": cache_note,
             }
         )
     return results
+
+
+def _keep_predictions(e: Entry, dataset: Dataset, idx: Any, y: Any, logits: Any, top5: Any) -> None:
+    probs = logits.softmax(dim=1).gather(1, top5)
+    for k, label_, t5, p5 in zip(idx.tolist(), y.tolist(), top5.tolist(), probs.tolist(), strict=True):
+        e.predictions.append(
+            {
+                "index": k,
+                "key": dataset.samples[k].key,
+                "label": label_,
+                "top5": t5,
+                "top5_prob": [round(p, 6) for p in p5],
+            }
+        )
+
+
+def _to_device(batches: Any, device: Any) -> Any:
+    """Batches with the images and labels on the device. On a GPU, the next batch is copied on a side
+    stream (from pinned memory) while the current one computes; on the CPU they pass through."""
+    import torch
+
+    if device.type != "cuda":
+        yield from batches
+        return
+    stream = torch.cuda.Stream(device)
+    pending = None
+    for x, y, idx, errors in batches:
+        with torch.cuda.stream(stream):
+            moved = (x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx, errors)
+        if pending is not None:
+            yield pending
+        torch.cuda.current_stream(device).wait_stream(stream)
+        moved[0].record_stream(torch.cuda.current_stream(device))
+        moved[1].record_stream(torch.cuda.current_stream(device))
+        pending = moved
+    if pending is not None:
+        yield pending
+
+
+class _Source:
+    """Where a pass's uint8 crops come from: the cache, or decoding (which may fill the cache)."""
+
+    def __init__(self, batches: Any, writer: Any = None, note: str = "off") -> None:
+        self._batches, self.writer, self.note = batches, writer, note
+
+    def batches(self) -> Any:
+        for x, y, idx, errors in self._batches:
+            if self.writer is not None:
+                self.writer.put(idx, x if x.device.type == "cpu" else x.cpu(), list(errors))
+            yield x, y, idx, list(errors)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+    def finish(self) -> str:
+        if self.writer is not None:
+            folder = self.writer.commit()
+            return f"built {folder.name}" if folder else "not built (incomplete pass)"
+        return self.note
+
+
+def _source(dataset: Dataset, prep: Preprocess, indices: list[int], opts: Options) -> _Source:
+    """The cached crops when there are any for this set and geometry; else decoding, filling the cache
+    on the way when it is on, this is the only process, and the disk has room."""
+    import torch
+
+    from s2mlp_cli import cache
+
+    samples = dataset.samples
+    whole = len(indices) == len(samples)
+    if opts.cache and opts.decode == "cpu":
+        fp = cache.fingerprint(samples, prep)
+        if (hit := cache.lookup(samples, prep, fp)) is not None:
+            info(f"crops: from the cache ({hit.path.name})")
+            return _Source(_cached_batches(hit, samples, indices, opts, torch), note=f"read {hit.path.name}")
+        writer = None
+        if whole and cache.room_for(len(samples), prep):
+            writer = cache.Writer(dataset.root, samples, prep, fp)
+        note = "building" if writer else ("off under torchrun" if not whole else "off (not enough disk)")
+        if writer is None:
+            info(f"crops: not cached ({note})")
+        return _Source(_decoded_batches(dataset, prep, indices, opts), writer, note)
+    return _Source(_decoded_batches(dataset, prep, indices, opts), note="off")
+
+
+def _decoded_batches(dataset: Dataset, prep: Preprocess, indices: list[int], opts: Options) -> Any:
+    from torch.utils.data import DataLoader, Subset
+
+    data = EvalSet(dataset.samples, prep, raw=opts.decode == "gpu")
+    loader = DataLoader(
+        data if len(indices) == len(data) else Subset(data, indices),
+        batch_size=opts.batch_size,
+        shuffle=False,
+        num_workers=opts.workers,
+        pin_memory=opts.device == "cuda" and opts.decode == "cpu",
+        collate_fn=collate_raw if opts.decode == "gpu" else None,
+        persistent_workers=False,
+    )
+    if opts.decode == "gpu":
+        yield from decode_on_gpu(loader, prep)
+        return
+    yield from loader
+
+
+def _cached_batches(hit: Any, samples: list, indices: list[int], opts: Options, torch: Any) -> Any:
+    """Batches read straight from the memory map: contiguous slices when the indices are a range."""
+    import numpy as np
+
+    labels = torch.tensor([s.label for s in samples])
+    pin = opts.device == "cuda"
+    for start in range(0, len(indices), opts.batch_size):
+        part = indices[start : start + opts.batch_size]
+        if part[-1] - part[0] == len(part) - 1:
+            x = torch.from_numpy(np.array(hit.crops[part[0] : part[-1] + 1]))
+        else:
+            x = torch.from_numpy(hit.crops[np.asarray(part)])
+        idx = torch.tensor(part)
+        yield (x.pin_memory() if pin else x), labels[idx], idx, [hit.errors.get(i, "") for i in part]
 
 
 class _Bar:

@@ -1,4 +1,4 @@
-"""Writing result and weights files so that a failure never leaves a half-written one behind."""
+"""Writing result and weights files so that a failure never leaves a half-written one; where ours live."""
 
 from __future__ import annotations
 
@@ -35,3 +35,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def write_text_atomic(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def s2mlp_home() -> Path:
+    """Our own files (imported weights, the crop cache): `S2MLP_HOME`, default ~/.cache/s2mlp."""
+    if env := os.environ.get("S2MLP_HOME"):
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "s2mlp"

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
-from s2mlp_cli.files import atomic_path
+from s2mlp_cli.files import atomic_path, s2mlp_home
 from s2mlp_cli.zoo import Card
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -90,12 +90,6 @@ def _hf_home() -> Path:
     if env := os.environ.get("HF_HOME"):
         return Path(env).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "huggingface"
-
-
-def s2mlp_home() -> Path:
-    if env := os.environ.get("S2MLP_HOME"):
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "s2mlp"
 
 
 def endpoint() -> str:

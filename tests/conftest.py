@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # copied from the official code's output
+# timm's own model tests, run by tests/timm_suite/run against our models (its conftest patches timm)
+collect_ignore = ["timm_suite"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,6 +35,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("S2MLP_ZOO", raising=False)
     monkeypatch.delenv("S2MLP_DEBUG", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("S2MLP_HOME", str(tmp_path / "s2mlp_home"))
+    monkeypatch.delenv("S2MLP_CACHE", raising=False)
     os.environ.pop("HF_HUB_CACHE", None)
 
 

@@ -91,8 +91,8 @@ def test_out_of_memory_row_and_auto_batch(zoo: Path, monkeypatch: pytest.MonkeyP
 def test_a_size_the_model_cannot_run_is_a_row_not_a_crash(zoo: Path) -> None:
     r = measure(Spec("vip_tiny", batch_size=2, img_size=112, iters=2, warmup=0))
     assert r.status == "unsupported" and "ViP cannot run at img_size 112" in r.detail
-    r = measure(Spec("tiny", batch_size=2, img_size=60, iters=2, warmup=0))
-    assert r.status == "unsupported" and "not divisible" in r.detail
+    r = measure(Spec("tiny", batch_size=2, img_size=10, iters=2, warmup=0))
+    assert r.status == "unsupported" and "smaller than the model's total stride" in r.detail
 
 
 def test_cli_end_to_end_in_worker_processes(

@@ -39,6 +39,7 @@ LAYERS = {
     "models": 2,
     "stats": 2,
     "data": 2,
+    "cache": 2,
     "weights": 3,
     "hub": 4,
     "api": 5,
@@ -47,6 +48,7 @@ LAYERS = {
     "publish": 5,
     "__init__": 5,
     "__main__": 6,
+    "timm_train": 6,
     "cli": 6,
 }
 

@@ -104,13 +104,17 @@ def test_drop_path_ramps_linearly_over_all_blocks() -> None:
     assert rates == pytest.approx([0.1 * i / 17 for i in range(1, 18)])
 
 
-def test_any_size_divisible_by_14() -> None:
+def test_any_size_of_at_least_the_stride() -> None:
     model = build("s2mlpv2", **TINY).eval()
-    for size in (28, 42, 70):
+    for size in (28, 42, 70, 96):
         assert model(torch.randn(1, 3, size, size)).shape == (1, 5)
     assert model(torch.randn(2, 3, 28, 56)).shape == (2, 5)
-    with pytest.raises(ValueError, match="not divisible by the model's total stride 14"):
-        model(torch.randn(1, 3, 30, 30))
+    # a size the stride does not divide loses its last pixels, as the strided convolutions do
+    x = torch.randn(1, 3, 33, 30)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x[..., :28, :28].contiguous()))
+    with pytest.raises(ValueError, match="input 10 is smaller than the model's total stride 14"):
+        model(torch.randn(1, 3, 10, 30))
 
 
 @pytest.mark.slow
@@ -170,8 +174,8 @@ def test_constructor_rejects_bad_arguments() -> None:
         build("s2mlpv2", **{**TINY, "transitions": (True, False, False)})
     with pytest.raises(ValueError, match="divisible by 4"):
         build("s2mlpv2", **{**TINY, "embed_dims": (18, 32, 32, 32)})
-    with pytest.raises(ValueError, match="img_size 30"):
-        build("s2mlpv2", **{**TINY, "img_size": 30})
+    with pytest.raises(ValueError, match="img_size 10 is smaller than the model's total stride 14"):
+        build("s2mlpv2", **{**TINY, "img_size": 10})
     with pytest.raises(TypeError, match="unknown argument.*segment_dim"):
         build("s2mlpv2", **TINY, segment_dim=(8, 8, 8, 8))
     with pytest.raises(S2MLPError, match="unknown model family"):

@@ -23,6 +23,7 @@ COMMANDS = {
     "push": "s2mlp_cli.cli.push_cmd:push_command",
     "eval": "s2mlp_cli.cli.eval_cmd:eval_command",
     "bench": "s2mlp_cli.cli.bench_cmd:bench_command",
+    "cache": "s2mlp_cli.cli.cache_cmd:cache_command",
 }
 
 

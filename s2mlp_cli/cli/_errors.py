@@ -23,6 +23,8 @@ FLAGS = {
     "revision": "--revision",
     "eval_result": "--eval",
     "bench_result": "--bench",
+    "decode": "--decode",
+    "names": "ENTRY",
 }
 STEPS = {
     "own_weights": "to use your own: s2mlp pull {v} --repo ORG/NAME, or s2mlp pull {v} --from FILE{weights}",

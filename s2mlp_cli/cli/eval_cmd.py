@@ -37,7 +37,24 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--mean", callback=_triple, help="Override normalisation mean, e.g. 0.5,0.5,0.5.")
 @click.option("--std", callback=_triple, help="Override normalisation std.")
 @click.option("--batch-size", type=click.IntRange(1), help="Default: 256 on GPU, 32 on CPU.")
-@click.option("--workers", type=click.IntRange(0), help="Decoding processes (default: CPU cores, at most 8).")
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    help="Decoding processes (default: CPU cores per process, at most 16).",
+)
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Keep each image's decoded crop for this geometry on disk; later evals of any model read it.",
+)
+@click.option(
+    "--decode",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="gpu: nvJPEG decode and antialiased resize on the GPU (close to, not equal to, the exact cpu path).",
+)
 @click.option("--limit", type=click.IntRange(1), help="Only the first N images, for a quick look.")
 @click.option("--save-predictions", help="Per-image top-5 (.jsonl or .csv).")
 @run_options("results")
@@ -51,11 +68,16 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
     published: evaluate your own with --weights FILE, or after `s2mlp pull medium --repo ORG/NAME`.
     Every argument, path and weight source is checked before anything is loaded.
 
+    Decoded crops are cached per geometry (`s2mlp cache list`), so a second eval reads them at memory
+    speed with identical results. Under `torchrun --nproc-per-node N -m s2mlp_cli eval ...` each process
+    takes every N-th image and the counts are summed: the numbers of one process, faster.
+
     \b
     Examples:
       s2mlp eval --variant mixer_b16_224 --data /imagenet/val
       s2mlp eval --variant vip_s7,gfnet_s --data /data/val_flat --devkit /data/ILSVRC2012_devkit_t12
       s2mlp eval --variant medium --weights my_run.safetensors --data /imagenet/val --limit 2000 --json
+      torchrun --nproc-per-node 8 -m s2mlp_cli eval --variant mixer_b16_224 --data /imagenet/val
     """
     from s2mlp_cli.evaluate import EvalOptions, check
 
@@ -63,7 +85,11 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
     if problems := check(opts):  # before torch is imported: every problem at once
         raise to_click(ProblemsError(problems), "eval")
 
+    import os
+
     from s2mlp_cli import report
     from s2mlp_cli.evaluate import run
 
-    show(run(opts), as_json, report.eval_tables)
+    doc = run(opts)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the first process speaks for all
+        show(doc, as_json, report.eval_tables)

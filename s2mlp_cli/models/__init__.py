@@ -7,6 +7,8 @@ nothing above it. Importing it registers every card of our own families with tim
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import inspect
 import sys
@@ -40,17 +42,41 @@ def build(family: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
-def pretrained_cfg(card: Card, img_size: int, num_classes: int) -> dict[str, Any]:
-    """timm-style data config of the model as built, so `resolve_data_config(model=...)` sees its input."""
+FIXED_INPUT = ("vip", "gfnet", "gfnet_pyramid")  # filters / position embeddings / segment_dim fix the size
+
+
+def total_stride(card: Card) -> int:
+    """Input pixels per final token, from the card's constructor arguments and the class defaults."""
+    params = inspect.signature(family_class(card.family)).parameters
+    arch = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    arch.update(card.arch)
+    if card.family in ("s2mlpv2", "vip"):
+        return arch["patch_size"] * 2 ** sum(bool(t) for t in arch["transitions"][:-1])
+    if card.family == "gfnet_pyramid":
+        return arch["patch_size"] * 2 ** (len(arch["depth"]) - 1)
+    return arch["patch_size"]
+
+
+def pretrained_cfg(card: Card, img_size: int, num_classes: int, in_chans: int = 3) -> dict[str, Any]:
+    """timm's pretrained cfg of the model as built: its eval transform (the card's), pooled-feature grid,
+    first conv and classifier names, and whether the input size is fixed."""
     p = card.preprocess
+    grid = img_size // total_stride(card)
     return {
         "architecture": card.name,
-        "input_size": (3, img_size, img_size),
+        "tag": "",
+        "input_size": (in_chans, img_size, img_size),
+        "fixed_input_size": card.family in FIXED_INPUT,
+        "pool_size": (grid, grid),
         "crop_pct": p.crop_pct,
+        "crop_mode": "center",
         "interpolation": p.interpolation,
         "mean": p.mean,
         "std": p.std,
         "num_classes": num_classes,
+        "first_conv": "patch_embed.0.proj" if card.family == "gfnet_pyramid" else "patch_embed.proj",
+        "classifier": "head",
+        "paper_ids": card.paper.get("arxiv"),
     }
 
 
@@ -72,14 +98,21 @@ def create_model(
     for key in _TIMM_ONLY:
         arch.pop(key, None)
     size = img_size or card.preprocess.input_size
+    if isinstance(size, tuple | list):  # timm passes (H, W)
+        if len(set(size)) != 1:
+            raise ValueError(f"{card.name} takes square inputs, got img_size {tuple(size)}")
+        size = size[0]
     kwargs = {**card.arch, **arch, "img_size": size}
     if families.get(card.family).from_timm:
         import timm
 
         model = timm.create_model(card.name, pretrained=False, **kwargs)
     else:
-        model = build(card.family, **kwargs)
-        model.pretrained_cfg = model.default_cfg = pretrained_cfg(card, size, model.num_classes)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = build(card.family, **kwargs)  # built in place: on "meta" it costs nothing
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg(
+            card, size, model.num_classes, model.in_chans
+        )
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
@@ -110,25 +143,58 @@ def _hub_id(cfg: Any) -> str | None:
     return get("hf_hub_id") if get("source") == "hf-hub" else None
 
 
+def features_only(model: nn.Module, out_indices: int | list[int] | None = None) -> nn.Module:
+    """timm's `features_only=True`: the model wrapped in timm's FeatureGetterNet, which calls its
+    `forward_intermediates` and returns NCHW feature maps (default: every stage of a pyramid, the last
+    3 blocks of an isotropic model). The layers after the last level asked for are pruned."""
+    from timm.models._features import FeatureGetterNet
+
+    if out_indices is None:
+        reductions = {info["reduction"] for info in model.feature_info}
+        out_indices = 3 if len(reductions) == 1 else len(model.feature_info)
+    cfg = model.pretrained_cfg
+    in_chans = model.in_chans
+    wrapped = FeatureGetterNet(model, out_indices=out_indices, output_fmt="NCHW")
+    wrapped.pretrained_cfg = wrapped.default_cfg = {
+        k: v for k, v in cfg.items() if k not in ("classifier", "pool_size")
+    }
+    wrapped.in_chans = in_chans
+    return wrapped
+
+
 def _register_with_timm() -> None:
-    """One timm entrypoint per card of our own families, named as the card."""
+    """One timm entrypoint and default cfg per card of our own families, named as the card."""
     from timm.models import register_model
-    from timm.models._registry import _model_entrypoints
+    from timm.models._pretrained import PretrainedCfg
+    from timm.models._registry import _model_entrypoints, generate_default_cfgs
 
     module = sys.modules[__name__]
+    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    module.default_cfgs = getattr(module, "default_cfgs", {})  # where register_model looks for cfgs
     for card in cards().values():
         if families.get(card.family).from_timm or card.name in _model_entrypoints:
             continue
 
         def entrypoint(pretrained: bool = False, _name: str = card.name, **kwargs: Any) -> nn.Module:
             hub_id = _hub_id(kwargs.get("pretrained_cfg"))
+            wants_features = kwargs.pop("features_only", False)
+            out_indices = kwargs.pop("out_indices", None)
+            feature_cls = kwargs.pop("feature_cls", "getter")
+            if wants_features and str(feature_cls).lower() != "getter":
+                raise ValueError(f"{_name} supports features_only with feature_cls='getter' only")
             model = create_model(_name, **kwargs)
-            return _load_pretrained(model, _name, hub_id) if pretrained else model
+            if pretrained:
+                _load_pretrained(model, _name, hub_id)
+            return features_only(model, out_indices) if wants_features else model
 
         entrypoint.__name__ = entrypoint.__qualname__ = card.name
         entrypoint.__module__ = module.__name__
         entrypoint.__doc__ = card.description
         setattr(module, card.name, entrypoint)
+        cfg = pretrained_cfg(card, card.preprocess.input_size, card.arch.get("num_classes", 1000))
+        module.default_cfgs.update(
+            generate_default_cfgs({card.name: {k: v for k, v in cfg.items() if k in fields}})
+        )
         register_model(entrypoint)
 
 

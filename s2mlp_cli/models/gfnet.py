@@ -10,8 +10,6 @@ and position embedding's shapes; `checkpoint_filter_fn` resizes both, as the off
 does, so a model built at another `img_size` loads the 224 checkpoints.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 
@@ -23,10 +21,13 @@ from torch.nn import functional as F
 from s2mlp_cli.models._common import (
     ClassifierModel,
     Downsample,
+    IsotropicModel,
     PatchEmbed,
     check_stages,
+    checkpoint,
     drop_path_rates,
     init_weights,
+    tracing,
 )
 
 
@@ -39,10 +40,11 @@ class GlobalFilter(nn.Module):
         self.complex_weight = nn.Parameter(torch.randn(h, w // 2 + 1, dim, 2) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        x = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")  # (B, H, W, C) -> (B, H, W//2+1, C) complex
-        x = x * torch.view_as_complex(self.complex_weight.float())
-        return torch.fft.irfft2(x, s=(H, W), dim=(1, 2), norm="ortho")  # -> (B, H, W, C) float32
+        H, W, dtype = x.shape[1], x.shape[2], x.dtype
+        y = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")  # (B, H, W, C) -> (B, H, W//2+1, C) complex
+        y = y * torch.view_as_complex(self.complex_weight.float())
+        y = torch.fft.irfft2(y, s=(H, W), dim=(1, 2), norm="ortho")  # -> (B, H, W, C) float32
+        return y.to(dtype)  # back to the model's dtype (bf16/fp16 casts), after the float32 transform
 
     def fft_macs(self, x: torch.Tensor) -> int:
         """MACs the flop counter does not see (documented in stats.count_gmacs)."""
@@ -81,11 +83,11 @@ class Block(nn.Module):
 
 
 class _GFNetBase(ClassifierModel):
-    """The input-size check shared by both GFNet layouts."""
+    """The input-size check and the head shared by both GFNet layouts."""
 
     img_size: int
 
-    def _check_size(self, x: torch.Tensor) -> None:
+    def check_size(self, x: torch.Tensor) -> None:
         H, W = x.shape[-2:]
         if H != self.img_size or W != self.img_size:
             raise ValueError(
@@ -94,7 +96,7 @@ class _GFNetBase(ClassifierModel):
             )
 
 
-class GFNet(_GFNetBase):
+class GFNet(_GFNetBase, IsotropicModel):
     """The isotropic GFNet: patch embedding, position embedding, `depth` global-filter blocks."""
 
     def __init__(
@@ -104,6 +106,7 @@ class GFNet(_GFNetBase):
         patch_size: int = 16,
         in_chans: int = 3,
         num_classes: int = 1000,
+        global_pool: str = "avg",
         embed_dim: int = 768,
         depth: int = 12,
         mlp_ratio: float = 4.0,
@@ -114,11 +117,9 @@ class GFNet(_GFNetBase):
         super().__init__()
         grid = img_size // patch_size
         self.img_size, self.grid = img_size, grid
-        self.num_classes = num_classes
-        self.num_features = embed_dim
         self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, embed_dim))
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = nn.Dropout(drop_rate)  # the official code's use of drop_rate: here and in each MLP
         dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             Block(
@@ -126,18 +127,29 @@ class GFNet(_GFNetBase):
             )
             for p in dpr
         )
+        self.feature_info = [
+            {"num_chs": embed_dim, "reduction": patch_size, "module": f"blocks.{i}"} for i in range(depth)
+        ]
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(embed_dim, num_classes, global_pool=global_pool, drop_rate=0.0, in_chans=in_chans)
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_size(x)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript compiles no Python checks
+            if not tracing():  # nor can fx symbolic tracing run them
+                self.check_size(x)
         x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
-        x = self.pos_drop(x + self.pos_embed.view(1, self.grid, self.grid, -1))  # (1, N, C) -> (1, h, w, C)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.pos_drop(
+            x + self.pos_embed.view(1, self.grid, self.grid, -1)
+        )  # (1, N, C) -> (1, h, w, C)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {
+            "stem": r"^patch_embed|^pos_embed",
+            "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        }
 
 
 class GFNetPyramid(_GFNetBase):
@@ -148,7 +160,9 @@ class GFNetPyramid(_GFNetBase):
         *,
         img_size: int = 224,
         patch_size: int = 4,
+        in_chans: int = 3,
         num_classes: int = 1000,
+        global_pool: str = "avg",
         embed_dim: Sequence[int] = (64, 128, 256, 512),
         depth: Sequence[int] = (2, 2, 10, 4),
         mlp_ratio: Sequence[float] = (4.0, 4.0, 4.0, 4.0),
@@ -161,14 +175,13 @@ class GFNetPyramid(_GFNetBase):
         super().__init__()
         check_stages(depth, embed_dim=embed_dim, mlp_ratio=mlp_ratio)
         self.img_size = img_size
-        self.num_classes = num_classes
-        self.num_features = embed_dim[-1]
         grids = [img_size // patch_size]
         for _ in depth[1:]:
             grids.append(grids[-1] // 2)
         self.grid = grids[0]
+        # patch_embed[0] is the stem, patch_embed[i] the downsampling into stage i (the official names)
         self.patch_embed = nn.ModuleList(
-            [PatchEmbed(patch_size=patch_size, in_chans=3, embed_dim=embed_dim[0])]
+            [PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim[0])]
         )
         self.patch_embed.extend(Downsample(embed_dim[i], embed_dim[i + 1], 2) for i in range(len(depth) - 1))
         self.pos_embed = nn.Parameter(torch.zeros(1, grids[0] ** 2, embed_dim[0]))
@@ -191,20 +204,53 @@ class GFNetPyramid(_GFNetBase):
             )
             for i in range(len(depth))
         )
-        self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [
+            {"num_chs": embed_dim[i], "reduction": patch_size * 2**i, "module": f"blocks.{i}"}
+            for i in range(len(depth))
+        ]
+        self.norm = nn.LayerNorm(embed_dim[-1], eps=norm_eps)
+        self.init_head(embed_dim[-1], num_classes, global_pool=global_pool, drop_rate=0.0, in_chans=in_chans)
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_size(x)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript compiles no Python checks
+            if not tracing():  # nor can fx symbolic tracing run them
+                self.check_size(x)
         x = self.patch_embed[0](x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
-        x = self.pos_drop(x + self.pos_embed.view(1, self.grid, self.grid, -1))
+        return self.pos_drop(x + self.pos_embed.view(1, self.grid, self.grid, -1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for i, (down, stage) in enumerate(zip(self.patch_embed, self.blocks)):  # noqa: B905 (TorchScript)
+            if i > 0:
+                x = down(x)  # channels-last 2x2 downsampling
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(stage, x)
+            else:
+                x = stage(x)
+        return self.norm(x)
+
+    def steps(self) -> list[tuple[nn.Module, bool]]:
+        steps: list[tuple[nn.Module, bool]] = []
         for i, stage in enumerate(self.blocks):
             if i > 0:
-                x = self.patch_embed[i](x)  # channels-last 2x2 downsampling
-            x = stage(x)
-        return self.norm(x)
+                steps.append((self.patch_embed[i], False))
+            steps.append((stage, True))
+        return steps
+
+    def prune_after(self, n: int) -> None:
+        stages = (n + 2) // 2  # steps: stage 0, then (downsample, stage) pairs
+        self.blocks = self.blocks[:stages]
+        self.patch_embed = self.patch_embed[:stages]
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        stage = r"^blocks\.(\d+)" if coarse else r"^blocks\.(\d+)\.(\d+)"
+        return {
+            "stem": r"^patch_embed\.0|^pos_embed",
+            "blocks": [(stage, None), (r"^patch_embed\.(\d+)", None), (r"^norm", (99999,))],
+        }
 
 
 def _resize_grid(t: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:

@@ -9,18 +9,18 @@ Isotropic: a 16x16 patch embedding, then blocks of
 then a final LayerNorm, mean over tokens and a linear head, as in MLP-Mixer which it follows.
 """
 
-from __future__ import annotations
-
 import torch
 from timm.layers import DropPath, Mlp
 from torch import nn
 from torch.nn import functional as F
 
 from s2mlp_cli.models._common import (
-    ClassifierModel,
+    IsotropicModel,
     PatchEmbed,
+    check_min_size,
     drop_path_rates,
     init_weights,
+    tracing,
 )
 from s2mlp_cli.models.s2mlpv2 import spatial_shift1
 
@@ -52,8 +52,9 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class S2MLP(ClassifierModel):
-    """S²-MLP (wide: 12 x 768, deep: 36 x 384); runs at any input size divisible by the patch size."""
+class S2MLP(IsotropicModel):
+    """S²-MLP (wide: 12 x 768, deep: 36 x 384); runs at any input size of at least the patch size (a
+    size the patch does not divide loses its last pixels, as a strided convolution does)."""
 
     def __init__(
         self,
@@ -64,28 +65,35 @@ class S2MLP(ClassifierModel):
         patch_size: int = 16,
         in_chans: int = 3,
         num_classes: int = 1000,
+        global_pool: str = "avg",
         img_size: int = 224,
+        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if embed_dim % 4:
             raise ValueError(f"embed_dim must be divisible by 4 (the shift's quarters), got {embed_dim}")
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
+        check_min_size(img_size, patch_size)
         self.stride = patch_size
         self.img_size = img_size
-        self.num_classes = num_classes
-        self.num_features = embed_dim
         self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
         rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*(Block(embed_dim, mlp_ratio=mlp_ratio, drop_path=p) for p in rates))
+        self.feature_info = [
+            {"num_chs": embed_dim, "reduction": patch_size, "module": f"blocks.{i}"} for i in range(depth)
+        ]
         self.norm = nn.LayerNorm(embed_dim)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(
+            embed_dim, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans
+        )
         self.apply(init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(f"input {H}x{W} is not divisible by the patch size {self.stride}")
-        x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
-        return self.norm(self.blocks(x))
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript compiles no Python checks
+            if not tracing():  # nor can fx symbolic tracing run them
+                check_min_size(min(x.shape[-2:]), self.stride, "input")
+        return self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))]}

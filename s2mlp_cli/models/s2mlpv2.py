@@ -9,8 +9,6 @@ mean pooling, head; see `_common.py`), with ViP's permute-MLP replaced by the S�
 Module and state_dict names mirror ViP's, so one mental model (and one loader) serves both families.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import torch
@@ -18,55 +16,67 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from s2mlp_cli.models._common import (
-    ClassifierModel,
     PatchEmbed,
+    PyramidModel,
     build_network,
+    check_min_size,
     check_stages,
     init_weights,
+    pyramid_feature_info,
+    tracing,
 )
 
-# Each shift moves the four channel quarters one step along (axis, direction) of a (B, H, W, C) tensor.
-# +1: out[i] = in[i - 1] (content moves to larger index); -1: out[i] = in[i + 1].
-_SS1 = ((1, +1), (1, -1), (2, +1), (2, -1))  # +H, -H, +W, -W
-_SS2 = ((2, +1), (2, -1), (1, +1), (1, -1))  # +W, -W, +H, -H
 
+def _shift(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
+    """One step along `axis` (1: H, 2: W) of (B, H, W, c), out of place; the border keeps its own value.
 
-def _shift_quarters(x: torch.Tensor, plan: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """Out of place: every value is read from the unmodified `x`; the border row/column keeps its own value.
-
-    Shifting in place on overlapping views of one tensor (as public ports do) smears row 0 across the
+    +1: out[i] = in[i - 1] (content moves to larger index), out[0] = in[0]; -1: out[i] = in[i + 1],
+    out[-1] = in[-1]. Shifting in place on overlapping views (as public ports do) smears row 0 across the
     axis on CPU and races on GPU; torch.roll would wrap around instead of replicating the border.
     """
+    n = x.shape[axis]
+    if step > 0:
+        return torch.cat([x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)], dim=axis)
+    return torch.cat([x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)], dim=axis)
+
+
+def _check_shift_input(x: torch.Tensor) -> None:
     if x.dim() != 4:
         raise ValueError(
             f"spatial shift expects a channels-last (B, H, W, C) tensor, got shape {tuple(x.shape)}"
         )
-    channels = x.shape[-1]
-    if channels % 4:
+    if x.shape[-1] % 4:
         raise ValueError(
-            f"spatial shift splits channels into 4 equal quarters; {channels} is not divisible by 4"
+            f"spatial shift splits channels into 4 equal quarters; {x.shape[-1]} is not divisible by 4"
         )
-    q = channels // 4
-    out = x.clone()  # the border keeps its own value: start from a copy of the input
-    for i, (axis, step) in enumerate(plan):
-        dst: list[slice] = [slice(None)] * 4
-        src: list[slice] = [slice(None)] * 4
-        dst[3] = src[3] = slice(i * q, (i + 1) * q)
-        dst[axis], src[axis] = (
-            (slice(1, None), slice(None, -1)) if step > 0 else (slice(None, -1), slice(1, None))
-        )
-        out[tuple(dst)] = x[tuple(src)]  # (B, H, W, q) interior <- neighbour, read from the input
-    return out
+
+
+def _shift_quarters(x: torch.Tensor, first: int, second: int) -> torch.Tensor:
+    """The four channel quarters shifted +1 and -1 along axis `first`, then +1 and -1 along `second`."""
+    if not torch.jit.is_scripting():  # TorchScript compiles no Python checks
+        if not tracing():  # nor can fx symbolic tracing run them
+            _check_shift_input(x)
+    q = x.shape[-1] // 4
+    parts = [x[..., :q], x[..., q : 2 * q], x[..., 2 * q : 3 * q], x[..., 3 * q :]]
+    return torch.cat(
+        [
+            _shift(parts[0], first, 1),
+            _shift(parts[1], first, -1),
+            _shift(parts[2], second, 1),
+            _shift(parts[3], second, -1),
+        ],
+        dim=-1,
+    )
 
 
 def spatial_shift1(x: torch.Tensor) -> torch.Tensor:
-    """SS1 on (B, H, W, C): quarters shifted +1 along H, -1 along H, +1 along W, -1 along W."""
-    return _shift_quarters(x, _SS1)
+    """SS1 on (B, H, W, C): channel quarters shifted +1 along H, -1 along H, +1 along W, -1 along W."""
+    return _shift_quarters(x, 1, 2)
 
 
 def spatial_shift2(x: torch.Tensor) -> torch.Tensor:
-    """SS2 on (B, H, W, C): quarters shifted +1 along W, -1 along W, +1 along H, -1 along H."""
-    return _shift_quarters(x, _SS2)
+    """SS2 on (B, H, W, C): channel quarters shifted +1 along W, -1 along W, +1 along H, -1 along H."""
+    return _shift_quarters(x, 2, 1)
 
 
 class S2Attention(nn.Module):
@@ -79,7 +89,7 @@ class S2Attention(nn.Module):
         self.mlp2 = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+        B, C = x.shape[0], x.shape[-1]
         x = self.mlp1(x)  # (B, H, W, C) -> (B, H, W, 3C)
         x1 = spatial_shift1(x[..., :C])
         x2 = spatial_shift2(x[..., C : 2 * C])
@@ -107,8 +117,9 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class S2MLPv2(ClassifierModel):
-    """S²-MLPv2 on ViP's pyramid skeleton; runs at any input size divisible by its stride (14 for /7)."""
+class S2MLPv2(PyramidModel):
+    """S²-MLPv2 on ViP's pyramid skeleton; runs at any input size of at least its stride (14 for /7):
+    a size the stride does not divide loses its last pixels, as a strided convolution does."""
 
     def __init__(
         self,
@@ -120,7 +131,9 @@ class S2MLPv2(ClassifierModel):
         patch_size: int = 7,
         in_chans: int = 3,
         num_classes: int = 1000,
+        global_pool: str = "avg",
         img_size: int = 224,
+        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
@@ -129,8 +142,6 @@ class S2MLPv2(ClassifierModel):
             raise ValueError(
                 f"every embed_dim must be divisible by 4 (the shift's quarters), got {list(embed_dims)}"
             )
-        self.num_classes = num_classes
-        self.num_features = embed_dims[-1]
         self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dims[0])
         self.network, down = build_network(
             layers,
@@ -140,20 +151,17 @@ class S2MLPv2(ClassifierModel):
             drop_path_rate,
         )
         self.stride = patch_size * down
-        if img_size % self.stride:
-            raise ValueError(
-                f"img_size {img_size} is not divisible by the model's total stride {self.stride}"
-            )
+        check_min_size(img_size, self.stride)
         self.img_size = img_size
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = pyramid_feature_info(self.network, patch_size)
+        self.norm = nn.LayerNorm(embed_dims[-1])
+        self.init_head(
+            embed_dims[-1], num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans
+        )
         self.apply(init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(f"input {H}x{W} is not divisible by the model's total stride {self.stride}")
-        x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
-        for stage in self.network:
-            x = stage(x)
-        return self.norm(x)  # (B, h', w', C')
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript compiles no Python checks
+            if not tracing():  # nor can fx symbolic tracing run them
+                check_min_size(min(x.shape[-2:]), self.stride, "input")
+        return self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)

@@ -8,8 +8,6 @@ ViP's H- and W-mixing layers are Linear(C, C) over (grid side x C / segment_dim)
 side must equal `segment_dim` in every stage: a ViP model runs at one input size only.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import torch
@@ -17,11 +15,13 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from s2mlp_cli.models._common import (
-    ClassifierModel,
     PatchEmbed,
+    PyramidModel,
     build_network,
     check_stages,
     init_weights,
+    pyramid_feature_info,
+    tracing,
 )
 
 
@@ -40,7 +40,7 @@ class PermuteMLP(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+        B, H, W, C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         G, S = self.segment_dim, C // self.segment_dim  # G channel segments of S channels
         # H-mixing: each segment's (H, S) values become one feature vector of length H*S (= C when H == G)
         h = x.reshape(B, H, W, G, S).permute(0, 3, 2, 1, 4).reshape(B, G, W, H * S)  # -> (B, G, W, H*S)
@@ -81,7 +81,7 @@ class PermutatorBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
 
 
-class VisionPermutator(ClassifierModel):
+class VisionPermutator(PyramidModel):
     def __init__(
         self,
         *,
@@ -94,8 +94,10 @@ class VisionPermutator(ClassifierModel):
         patch_size: int = 7,
         in_chans: int = 3,
         num_classes: int = 1000,
+        global_pool: str = "avg",
         skip_lam: float = 1.0,
         qkv_bias: bool = False,
+        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
@@ -119,8 +121,6 @@ class VisionPermutator(ClassifierModel):
             if i < len(layers) - 1 and transitions[i]:
                 grid //= 2
         self.img_size = img_size
-        self.num_classes = num_classes
-        self.num_features = embed_dims[-1]
         self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dims[0])
         self.network, _ = build_network(
             layers,
@@ -136,18 +136,20 @@ class VisionPermutator(ClassifierModel):
             ),
             drop_path_rate,
         )
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = pyramid_feature_info(self.network, patch_size)
+        self.norm = nn.LayerNorm(embed_dims[-1])
+        self.init_head(
+            embed_dims[-1], num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans
+        )
         self.apply(init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
-        if H != self.img_size or W != self.img_size:
-            raise ValueError(
-                f"ViP runs only at the input size it was built for "
-                f"({self.img_size}x{self.img_size}), got {H}x{W}"
-            )
-        x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
-        for stage in self.network:
-            x = stage(x)
-        return self.norm(x)  # (B, h', w', C')
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript compiles no Python checks
+            if not tracing():  # nor can fx symbolic tracing run them
+                H, W = x.shape[-2:]
+                if H != self.img_size or W != self.img_size:
+                    raise ValueError(
+                        f"ViP runs only at the input size it was built for "
+                        f"({self.img_size}x{self.img_size}), got {H}x{W}"
+                    )
+        return self.patch_embed(x).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)

@@ -1,0 +1,70 @@
+"""`s2mlp cache list / clear`: the decoded-crop cache that makes a second eval read at memory speed."""
+
+from __future__ import annotations
+
+import click
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from s2mlp_cli.cli._options import json_option
+from s2mlp_cli.console import out, print_json
+
+
+@click.group("cache")
+def cache_command() -> None:
+    """The decoded-crop cache of `s2mlp eval` (S2MLP_CACHE, default S2MLP_HOME/cache).
+
+    One entry per dataset and geometry (input size, crop_pct, filter): every image's uint8 centre crop,
+    memory-mapped. An entry is keyed by the files' sizes and mtimes, the labels and the decoders'
+    versions, so a changed dataset makes a new entry rather than a stale result.
+
+    \b
+    Examples:
+      s2mlp cache list
+      s2mlp cache clear 224px-crop0.9-bicubic-3f2a9c1d0b7e4a55
+      s2mlp cache clear --all
+    """
+
+
+@cache_command.command("list")
+@json_option
+def list_entries(as_json: bool) -> None:
+    """Every entry with its dataset, geometry, images and size on disk."""
+    from s2mlp_cli import cache
+
+    rows = cache.entries()
+    if as_json:
+        print_json({"root": str(cache.cache_root()), "entries": rows})
+        return
+    table = Table(title=f"s2mlp cache: {cache.cache_root()}", title_justify="left", box=box.SIMPLE_HEAD)
+    for name, justify in (("entry", "left"), ("geometry", "left"), ("images", "right"), ("MiB", "right")):
+        table.add_column(name, justify=justify, no_wrap=name != "entry", overflow="fold")
+    table.add_column("dataset / status", overflow="fold")
+    for r in rows:
+        images = "-" if r["images"] is None else f"{r['images']:,}"
+        detail = r["dataset"] if r["status"] == "complete" else r["status"]
+        table.add_row(
+            Text(r["name"]), r["geometry"] or "-", images, f"{r['bytes'] / 2**20:.1f}", Text(detail)
+        )
+    out.print(table)
+    total = sum(r["bytes"] for r in rows)
+    out.print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, {total / 2**20:.1f} MiB")
+
+
+@cache_command.command("clear")
+@click.argument("names", nargs=-1, metavar="[ENTRY]...")
+@click.option("--all", "clear_all", is_flag=True, help="Remove every entry.")
+@json_option
+def clear_entries(names: tuple[str, ...], clear_all: bool, as_json: bool) -> None:
+    """Remove the named entries (see `s2mlp cache list`), or all of them with --all."""
+    from s2mlp_cli import cache
+
+    if bool(names) == clear_all:
+        raise click.UsageError("name the entries to remove, or use --all")
+    removed = cache.clear(list(names) or None)
+    freed = sum(r["bytes"] for r in removed)
+    if as_json:
+        print_json({"removed": [r["name"] for r in removed], "bytes": freed})
+        return
+    out.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {freed / 2**20:.1f} MiB")
