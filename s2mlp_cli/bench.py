@@ -109,6 +109,9 @@ def _card(name: str, param: str) -> Card:
         raise S2MLPError(str(e), param=param) from None
 
 
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: past it, time.monotonic() + timeout stops meaning anything
+
+
 def check(opts: BenchOptions) -> list[S2MLPError]:
     """Every problem with the request, each naming its argument; no torch."""
     problems: list[S2MLPError] = []
@@ -138,9 +141,15 @@ def check(opts: BenchOptions) -> list[S2MLPError]:
             problems.append(S2MLPError(f"weights file {opts.weights} does not exist", param="weights"))
     if opts.output is not None:
         try:
+            if not str(opts.output).strip():
+                raise ValueError("an empty file name; name a file, or leave the option out")
             report.output_format(str(opts.output))
         except ValueError as e:
             problems.append(S2MLPError(str(e), param="output"))
+    if opts.timeout is not None and not (1 <= opts.timeout <= MAX_TIMEOUT):  # also NaN and infinity
+        problems.append(
+            S2MLPError(f"timeout must be 1 to {MAX_TIMEOUT:.0f} seconds, got {opts.timeout}", param="timeout")
+        )
     if opts.plot is not None:
         try:
             import matplotlib  # noqa: F401

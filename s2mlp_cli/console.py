@@ -17,7 +17,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 def print_json(data: Any) -> None:
     """Machine-readable result on stdout, with no rich markup or wrapping."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from s2mlp_cli.report import finite
+
+    sys.stdout.write(json.dumps(finite(data), indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

@@ -352,11 +352,29 @@ def read_bytes(source: tuple, cache_: dict[str, Any] | None = None) -> bytes:
     return cache_["images"][row].as_py()["bytes"]
 
 
+# The decoders a dataset file may reach (PIL sniffs content, so a .JPEG name proves nothing): never EPS
+# (Ghostscript) or the other formats PIL can open.
+DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers MPO (camera JPEGs)
+MAX_PIXELS = 100_000_000  # decoded; ImageNet's largest validation image is under 10 MP
+MAX_ASPECT = 32  # the eval resize scales the shorter side up to ~256: 200000x1 would become 50 Gpx
+
+
 def decode(data: bytes):
-    """Any image as RGB: grayscale, CMYK, palette, and PNGs saved under a .JPEG name (PIL sniffs content)."""
+    """Any image as RGB: grayscale, CMYK, palette, and PNGs saved under a .JPEG name (PIL sniffs content).
+    The size is checked from the header before anything is decoded."""
     from PIL import Image
 
-    img = Image.open(io.BytesIO(data))
+    Image.init()  # register every plugin, so each name of the allow-list resolves
+    try:
+        img = Image.open(io.BytesIO(data), formats=DECODERS)
+    except Image.DecompressionBombError as e:  # PIL's own bound (179 MP), also from the header
+        raise ValueError(f"refusing to decode: {e}") from e
+    w, h = img.size
+    if w * h > MAX_PIXELS or max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+        raise ValueError(
+            f"image is {w}x{h}: refusing to decode (over {MAX_PIXELS // 10**6} MP or an aspect ratio over "
+            f"{MAX_ASPECT}:1)"
+        )
     img.load()  # a truncated file fails here, not later
     return img if img.mode == "RGB" else img.convert("RGB")
 

@@ -25,7 +25,7 @@ from s2mlp_cli.console import info, warn
 from s2mlp_cli.data import Dataset, EvalSet, Preprocess, collate_raw, decode_on_gpu, normalize
 from s2mlp_cli.errors import ProblemsError, S2MLPError, UnknownModelError
 from s2mlp_cli.runtime import amp_problem
-from s2mlp_cli.zoo import Card, get_card
+from s2mlp_cli.zoo import Card, get_card, total_stride
 
 PREDICTION_FORMATS = (".jsonl", ".csv")
 
@@ -87,6 +87,8 @@ def check(opts: EvalOptions) -> list[S2MLPError]:
         problems.append(S2MLPError(f"decode must be cpu or gpu, got {opts.decode!r}", param="decode"))
     elif opts.decode == "gpu" and opts.device == "cpu":
         problems.append(S2MLPError("GPU decoding needs the GPU: drop --device cpu", param="decode"))
+    for card in cards:
+        problems += _size_problems(card, opts.img_size)
     problems += _output_problems(opts.output, report.FORMATS, "output")
     problems += _output_problems(opts.save_predictions, PREDICTION_FORMATS, "save_predictions")
     for card in cards:
@@ -107,9 +109,28 @@ def _cards(names: Sequence[str], problems: list[S2MLPError]) -> list[Card]:
     return list(cards.values())
 
 
+def _size_problems(card: Card, img_size: int | None) -> list[S2MLPError]:
+    """An input size the model cannot take: ViP runs at its card's size only; the others need at least
+    their stride (GFNet resizes its filters to any size)."""
+    if img_size is None:
+        return []
+    if card.family == "vip" and img_size != card.preprocess.input_size:
+        return [
+            S2MLPError(
+                f"{card.name} runs only at {card.preprocess.input_size} (segment_dim fixes its token grid)",
+                param="img_size",
+            )
+        ]
+    if (stride := total_stride(card)) is not None and img_size < stride:
+        return [S2MLPError(f"{card.name} needs an input of at least {stride} (its stride)", param="img_size")]
+    return []
+
+
 def _output_problems(path: str | Path | None, formats: Sequence[str], param: str) -> list[S2MLPError]:
     if path is None:
         return []
+    if not str(path).strip():
+        return [S2MLPError("an empty file name; name a file, or leave the option out", param=param)]
     path = Path(path).expanduser()
     if path.suffix.lower() not in formats:
         return [S2MLPError(f"{path}: use a {' or '.join(formats)} file", param=param)]
@@ -167,7 +188,7 @@ def run(opts: EvalOptions) -> dict[str, Any]:
 
     batch_size = opts.batch_size or (256 if device == "cuda" else 32)
     cores = max(1, (os.cpu_count() or 1) // shard.world)
-    workers = min(16, cores) if opts.workers is None else opts.workers
+    workers = min(16, cores) if opts.workers is None else min(opts.workers, cores)  # no 1000 processes
     loop = Options(
         device,
         batch_size,
@@ -194,10 +215,21 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     env.update(processes=shard.world, decode=opts.decode, cache="; ".join(notes))
     doc = report.document(env, results)
     if shard.rank == 0:  # under torchrun, one process writes (every process returns the same document)
+        # a file that cannot be written (disk full, permissions changed) does not lose the results: the
+        # document still comes back, with the failure, for the caller to print
+        failures = []
         if opts.save_predictions:
-            _write_predictions(opts.save_predictions, entries)
+            try:
+                _write_predictions(opts.save_predictions, entries)
+            except OSError as e:
+                failures.append(f"could not write {opts.save_predictions}: {e.strerror or e}")
         if opts.output:
-            report.write(str(opts.output), doc, report.EVAL_COLUMNS, "s2mlp eval")
+            try:
+                report.write(str(opts.output), doc, report.EVAL_COLUMNS, "s2mlp eval")
+            except OSError as e:
+                failures.append(f"could not write {opts.output}: {e.strerror or e}")
+        if failures:
+            doc["write_errors"] = failures
     return doc
 
 
@@ -333,7 +365,8 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
     prep = group[0].prep
     indices = opts.shard.indices(len(dataset.samples))
     source = _source(dataset, prep, indices, opts)
-    totals = torch.zeros(len(group), 3, dtype=torch.float64, device=device)  # correct1, correct5, loss sum
+    # per model: correct top-1, correct top-5, loss sum, images with non-finite logits
+    totals = torch.zeros(len(group), 4, dtype=torch.float64, device=device)
     seen, skipped = 0, []
     autocast = (
         torch.autocast(device_type=opts.device, dtype=torch.bfloat16 if opts.amp == "bf16" else torch.float16)
@@ -368,6 +401,7 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
                         totals[k, 0] += (top5[:, 0] == y).sum()
                         totals[k, 1] += (top5 == y[:, None]).any(dim=1).sum()
                         totals[k, 2] += F.cross_entropy(logits, y, reduction="none").double().sum()
+                        totals[k, 3] += (~torch.isfinite(logits)).any(dim=1).sum()
                         if opts.save_predictions:
                             _keep_predictions(e, dataset, idx, y, logits, top5)
                 seen += len(errors)
@@ -384,14 +418,20 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
     for e in group:
         e.predictions = sorted(opts.shard.gather(e.predictions), key=lambda r: r.pop("index"))
     results = []
-    for e, (c1, c5, loss) in zip(group, totals.tolist(), strict=True):
-        top1 = 100 * c1 / images if images else None
+    for e, (c1, c5, loss, nonfinite) in zip(group, totals.tolist(), strict=True):
+        top1 = 100 * c1 / images if images and not nonfinite else None
+        detail = ""
+        if nonfinite:  # NaN or inf weights, or a normalisation that divides by zero: no number is honest
+            detail = f"non-finite logits (NaN or inf) for {int(nonfinite):,} of {images:,} images"
+            c5 = loss = float("nan")
         results.append(
             {
                 "model": e.name,
+                "status": "error" if nonfinite else "ok",
+                "detail": detail,
                 "top1": None if top1 is None else round(top1, 3),
-                "top5": None if not images else round(100 * c5 / images, 3),
-                "loss": None if not images else round(loss / images, 5),
+                "top5": None if not images or nonfinite else round(100 * c5 / images, 3),
+                "loss": None if not images or nonfinite else round(loss / images, 5),
                 "images": images,
                 "skipped": n_skipped,
                 "images_per_s": round((images + n_skipped) / elapsed, 2) if elapsed > 0 else None,

@@ -18,8 +18,11 @@ def _umask() -> int:
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """A temporary path beside `target`, moved over it only when the block succeeds. The file gets the
-    mode a plain `open()` would give it (0666 less the umask), not mkstemp's private 0600."""
+    mode a plain `open()` would give it (0666 less the umask), not mkstemp's private 0600. A symlink is
+    written through (its target is replaced), never replaced by a regular file."""
     target = Path(target)
+    if target.is_symlink():
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -107,6 +107,9 @@ def hub_source(
     card: Card, repo: str | None = None, revision: str | None = None, filename: str | None = None
 ) -> Source | None:
     """The Hub file for `card` with any overrides; None when the card has no Hub weights and none is given."""
+    for name, value in (("repo", repo), ("filename", filename), ("revision", revision)):
+        if value is not None and not value.strip():
+            raise S2MLPError(f"{name} is empty: name one, or leave it out for the card's", param=name)
     w = card.weights
     if repo is None and not (w.published and w.repo):
         return None
@@ -359,7 +362,10 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
         kwargs["tqdm_class"] = _RichBar
     try:
         with quiet_hub_logger():
-            return Path(hf_hub_download(src.repo, src.filename, **kwargs))
+            _check_etag(src, url)  # the client names the blob file after the ETag: only plain hex may pass
+            path = Path(hf_hub_download(src.repo, src.filename, **kwargs))
+    except HubError:
+        raise
     except GatedRepoError as e:  # before RepositoryNotFoundError, its parent
         raise HubError(
             f"{src.repo} is gated or private: accept its terms on the Hub, then log in "
@@ -382,6 +388,38 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
         raise HubError(f"the Hub at {url} refused {src}: {reason(e)}") from e
     except Exception as e:  # transport errors after the client's retries, size mismatch, disk full, ...
         raise HubError(f"downloading {src} failed ({type(e).__name__}: {reason(e)}); run it again") from e
+    _check_inside_cache(src, path)
+    return path
+
+
+def _check_etag(src: Source, url: str) -> None:
+    """Refuse a file whose ETag is not a plain sha256 or git sha1: huggingface_hub uses the ETag as the
+    blob's file name unchecked, so `../../x` would write (and our verification delete) outside the cache."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    meta = get_hf_file_metadata(hf_hub_url(src.repo, src.filename, revision=src.revision, endpoint=url))
+    etag = meta.etag or ""
+    if not (_HEX64.match(etag) or _HEX40.match(etag)):
+        raise HubError(
+            f"{src}: the Hub answered an ETag that is not a plain hex checksum ({etag[:48]!r}); refusing to "
+            "download it (check HF_ENDPOINT)"
+        )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
+
+
+def _check_inside_cache(src: Source, path: Path) -> None:
+    """A cached file must resolve (through its snapshot symlink) to a blob inside the cache."""
+    if not (_inside(path, hub_cache()) and _inside(path.resolve(), hub_cache())):
+        raise HubError(
+            f"{src}: the cached file resolves outside the cache ({path.resolve()}); it was not used or "
+            "touched (check HF_ENDPOINT and the cache)"
+        )
 
 
 def reason(e: BaseException) -> str:
@@ -491,6 +529,7 @@ def _git_blob_sha1(path: Path) -> str:
 
 
 def _verify_hub_file(card: Card, src: Source, path: Path, cached: bool, check_fit: bool = True) -> Pulled:
+    _check_inside_cache(src, path)  # never read, and never delete, outside the cache
     blob = path.resolve()
     etag = blob.name
     sha = file_sha256(blob)
@@ -519,7 +558,10 @@ def _verify_hub_file(card: Card, src: Source, path: Path, cached: bool, check_fi
 
 
 def _discard(*paths: Path) -> None:
+    """Delete files of ours: only inside the Hub cache or S2MLP_HOME, whatever a path resolves to."""
     for p in paths:
+        if not (_inside(p, hub_cache()) or _inside(p, s2mlp_home())):
+            continue
         try:
             p.unlink()
         except FileNotFoundError:

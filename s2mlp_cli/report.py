@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,19 @@ def document(env: dict[str, Any], results: list[dict[str, Any]], **extra: Any) -
     return {"env": env, "results": results, **extra}
 
 
+def finite(value: Any) -> Any:
+    """The value with every NaN or infinity replaced by None, so the JSON is strict (no bare NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def to_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, default=str) + "\n"
+    return json.dumps(finite(doc), indent=2, default=str, allow_nan=False) + "\n"
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:

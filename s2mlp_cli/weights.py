@@ -56,7 +56,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 "argparse.Namespace are allowed. Convert it with a trusted tool, or use a .safetensors file"
             ) from e
         raise WeightsError(f"{path}: not a checkpoint torch can read ({reason})") from e
-    except (RuntimeError, EOFError, OSError) as e:
+    except Exception as e:  # anything else torch's reader raises on a file that is not a checkpoint
         raise WeightsError(f"{path}: not a checkpoint torch can read ({_first_line(str(e))})") from e
     return _unwrap(obj, path)
 
@@ -68,13 +68,21 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20)
 
 
+_UNSAFE_ADVICE = ("weights_only", "can still be loaded", "Re-running", "trust the source")
+
+
 def _first_line(text: str) -> str:
-    # torch's weights_only message is long; the line naming the refused global is the useful one
+    """The useful sentence of torch's reader error: the refused global when there is one; never torch's
+    advice to reload with weights_only=False (which would run the file's code)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for line in lines:
         if "GLOBAL" in line or "Unsupported global" in line or "Unsupported operand" in line:
             return line.rstrip(".")
-    return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else "unknown error"
+    lines = [ln for ln in lines if not any(a in ln for a in _UNSAFE_ADVICE)]
+    if not lines:
+        return "unknown error"
+    first = re.sub(r"\x1b\[[0-9;]*m", "", lines[0]).split(". ")[0].rstrip(".")
+    return first[:200]
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -82,6 +90,11 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(obj, Mapping):
             break
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            if not all(isinstance(k, str) for k in obj):
+                keys = ", ".join(map(repr, list(obj)[:4]))
+                raise WeightsError(
+                    f"{path}: no tensors named as a state dict's are (keys {keys}); not weights"
+                )
             return _strip_wrappers(dict(obj))
         nested = next((obj[k] for k in _NESTED if isinstance(obj.get(k), Mapping)), None)
         if nested is None:
@@ -146,6 +159,14 @@ def _check_fit(
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    kinds = [k for k in expected if k in state_dict and _kind(state_dict[k]) != _kind(expected[k])]
+    if kinds and not (missing or unexpected or wrong):
+        k = kinds[0]
+        raise WeightsError(
+            f"{source} does not fit: {k} has dtype {state_dict[k].dtype}, the model's {expected[k].dtype}"
+            + (f" (+{len(kinds) - 1} more)" if len(kinds) > 1 else "")
+            + "; a floating-point model takes floating-point weights"
+        )
     if not (missing or unexpected or wrong):
         return
     name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
@@ -167,6 +188,16 @@ def _check_fit(
     elif fits := suggest_variants(state_dict, exclude=name):
         message += f"; it looks like a checkpoint of {', '.join(fits)}"
     raise WeightsError(message)
+
+
+def _kind(t: torch.Tensor) -> str:
+    """What a loaded value may be cast from: floating point from any float width (fp16, bf16, fp64 are
+    fine); integers, booleans and complex numbers only from their own kind."""
+    if t.is_complex():
+        return "complex"
+    if t.is_floating_point():
+        return "float"
+    return "bool" if t.dtype == torch.bool else "int"
 
 
 def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = None) -> list[str]:

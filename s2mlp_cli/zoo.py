@@ -251,6 +251,23 @@ class Card:
         }
 
 
+# the constructors' default patch sizes, for cards that do not state one
+_DEFAULT_PATCH = {"s2mlpv2": 7, "vip": 7, "s2mlp": 16, "gfnet": 16, "gfnet_pyramid": 4}
+
+
+def total_stride(card: Card) -> int | None:
+    """Input pixels per final token of one of our models (None for timm-built baselines)."""
+    if card.family not in _DEFAULT_PATCH:
+        return None
+    arch = card.arch
+    patch = arch.get("patch_size", _DEFAULT_PATCH[card.family])
+    if card.family in ("s2mlpv2", "vip"):
+        return patch * 2 ** sum(bool(t) for t in arch["transitions"][:-1])
+    if card.family == "gfnet_pyramid":
+        return patch * 2 ** (len(arch.get("depth", (2, 2, 10, 4))) - 1)
+    return patch
+
+
 def zoo_dir() -> Path:
     """The cards' folder: `S2MLP_ZOO` if set, else the copy inside the wheel, else the source tree's."""
     if env := os.environ.get("S2MLP_ZOO"):

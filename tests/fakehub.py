@@ -76,6 +76,7 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.corrupt: set[str] = set()  # file names whose GET bytes are wrong
         self.break_after: dict[str, int] = {}  # file name -> bytes sent before the first GET breaks
+        self.etags: dict[str, str] = {}  # file name -> the ETag to send instead of the file's hash
         self.tokens: dict[str, str] = {}  # bearer token -> user
         self.lfs_objects: dict[str, bytes] = {}  # uploaded LFS objects by sha256
         self.fail_commit: int | None = None  # answer the next commit with this status
@@ -153,6 +154,7 @@ class FakeHub:
             etag = hashlib.sha256(data).hexdigest()
         else:
             etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        etag = self.etags.get(m["file"], etag)
         headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
         if not body:
             return _answer(h, 200, {**headers, "Content-Length": str(len(data))})

@@ -45,7 +45,7 @@ def test_s2mlpv2_cards_do_not_pretend_weights_exist() -> None:
     for name in ("s2mlpv2_small", "s2mlpv2_medium"):
         w = get_card(name).weights
         assert w.published is False and w.status == "not published"
-        assert w.repo and w.sha256 is None and w.revision is None
+        assert w.repo is None and w.sha256 is None and w.revision is None  # no placeholder to squat on
 
 
 def test_names_aliases_and_suggestions() -> None:

@@ -65,7 +65,7 @@ def make_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: Path) -
         "s2mlpv2",
         TINY_S2,
         published=False,
-        repo="testorg/s2mlpv2_tiny",
+        repo=None,
         note="test: none released",
         peers=("vip_tiny",),
         top1=50.0,

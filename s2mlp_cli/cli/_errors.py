@@ -24,6 +24,9 @@ FLAGS = {
     "eval_result": "--eval",
     "bench_result": "--bench",
     "decode": "--decode",
+    "timeout": "--timeout",
+    "img_size": "--img-size",
+    "filename": "--filename",
     "names": "ENTRY",
 }
 STEPS = {

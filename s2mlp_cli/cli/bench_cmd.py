@@ -41,7 +41,7 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option("--train", is_flag=True, help="Also training throughput (forward, loss, backward, SGD step).")
 @click.option("--auto-batch", is_flag=True, help="On out-of-memory, halve the batch until it fits.")
 @click.option("--weights", help="Load this file (one model only).")
-@click.option("--timeout", type=click.FloatRange(1), help="Seconds a worker may stay silent.")
+@click.option("--timeout", type=float, help="Seconds a worker may stay silent (1 to 604800).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw throughput vs top-1 and params (.png).")
 @run_options("results")
 @click.pass_context

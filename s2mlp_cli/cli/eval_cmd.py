@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from s2mlp_cli.cli._errors import to_click
@@ -21,6 +23,12 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     return parts
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"expected a finite number, got {value}")
+    return value
+
+
 @click.command("eval")
 @click.option(
     "--variant", required=True, help="Variants, comma-separated (models with the same crop share a pass)."
@@ -30,7 +38,9 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--devkit", help="ILSVRC2012_devkit_t12 folder (layout B).")
 @click.option("--weights", help="Weights file (one variant only); default: the variant's pulled weights.")
 @click.option("--img-size", type=click.IntRange(16, 2048), help="Override the card's input size.")
-@click.option("--crop-pct", type=click.FloatRange(0.1, 1.0), help="Override the card's crop fraction.")
+@click.option(
+    "--crop-pct", type=click.FloatRange(0.1, 1.0), callback=_finite, help="Override the card's crop fraction."
+)
 @click.option(
     "--interpolation", type=click.Choice(["bicubic", "bilinear", "nearest"]), help="Override the filter."
 )
@@ -91,5 +101,9 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
     from s2mlp_cli.evaluate import run
 
     doc = run(opts)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the first process speaks for all
-        show(doc, as_json, report.eval_tables)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process speaks for all
+        return
+    show(doc, as_json, report.eval_tables)
+    failed = [f"{r['model']}: {r['detail']}" for r in doc["results"] if r.get("status") == "error"]
+    if failed or doc.get("write_errors"):
+        raise click.ClickException("; ".join(failed + doc.get("write_errors", [])))

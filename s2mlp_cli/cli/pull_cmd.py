@@ -14,14 +14,37 @@ from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
 from s2mlp_cli.zoo import cards
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_REPO = re.compile(r"^[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?$")
+
+
+def _repo(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _REPO.match(value):
+        raise click.BadParameter(f"expected OWNER/NAME (letters, digits, - _ .), got {value!r}")
+    return value
+
+
+def _filename(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = value.split("/")
+    if not value or value.startswith("/") or "\\" in value or any(p in ("", ".", "..") for p in parts):
+        raise click.BadParameter(f"expected a path inside the repository, got {value!r}")
+    return value
 
 
 @click.command("pull")
 @click.argument("variants", nargs=-1, metavar="VARIANT...")
 @click.option("--all", "pull_all", is_flag=True, help="Every variant whose weights are on the Hub.")
-@click.option("--repo", metavar="ORG/NAME", help="Another Hub repository (e.g. your own S²-MLPv2 weights).")
+@click.option(
+    "--repo",
+    metavar="ORG/NAME",
+    callback=_repo,
+    help="Another Hub repository (e.g. your own S²-MLPv2 weights).",
+)
 @click.option("--revision", metavar="REV", help="Branch, tag or commit in the repository.")
-@click.option("--filename", metavar="FILE", help="File in the repository (default: the card's).")
+@click.option(
+    "--filename", metavar="FILE", callback=_filename, help="File in the repository (default: the card's)."
+)
 @click.option(
     "--from",
     "from_file",

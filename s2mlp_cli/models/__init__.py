@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from s2mlp_cli import families
-from s2mlp_cli.zoo import Card, cards, get_card
+from s2mlp_cli.zoo import Card, cards, get_card, total_stride
 
 # Arguments timm.create_model passes to every entrypoint that our constructors do not take.
 _TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
@@ -43,18 +43,6 @@ def build(family: str, **kwargs: Any) -> nn.Module:
 
 
 FIXED_INPUT = ("vip", "gfnet", "gfnet_pyramid")  # filters / position embeddings / segment_dim fix the size
-
-
-def total_stride(card: Card) -> int:
-    """Input pixels per final token, from the card's constructor arguments and the class defaults."""
-    params = inspect.signature(family_class(card.family)).parameters
-    arch = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-    arch.update(card.arch)
-    if card.family in ("s2mlpv2", "vip"):
-        return arch["patch_size"] * 2 ** sum(bool(t) for t in arch["transitions"][:-1])
-    if card.family == "gfnet_pyramid":
-        return arch["patch_size"] * 2 ** (len(arch["depth"]) - 1)
-    return arch["patch_size"]
 
 
 def pretrained_cfg(card: Card, img_size: int, num_classes: int, in_chans: int = 3) -> dict[str, Any]:
