@@ -30,11 +30,8 @@ from s2mlp_cli.errors import ProblemsError, S2MLPError
 from s2mlp_cli.zoo import Card, get_card
 
 WEIGHTS_FILE = "model.safetensors"
-# huggingface_hub's own rule for repository ids, and a branch name git accepts (no commits: one pushes to
-# a branch)
-_REPO_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?$")
+# a branch name git accepts (not a commit: one pushes to a branch); repository ids follow hub.REPO_ID
 _BRANCH = re.compile(r"^(?!.*\.\.)(?!.*//)[A-Za-z0-9][\w./-]{0,99}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
 class PushError(S2MLPError):
@@ -69,11 +66,11 @@ def check(opts: PushOptions) -> tuple[Card, Evidence]:
     problems: list[S2MLPError] = []
     if not Path(opts.weights).expanduser().is_file():
         problems.append(S2MLPError(f"{opts.weights}: no such file", param="weights"))
-    if not _REPO_ID.match(opts.repo or ""):
+    if not hub.REPO_ID.match(opts.repo or ""):
         problems.append(
             S2MLPError(f"expected OWNER/NAME (letters, digits, - _ .), got {opts.repo!r}", param="repo")
         )
-    if opts.revision is not None and (_HEX40.match(opts.revision) or not _BRANCH.match(opts.revision)):
+    if opts.revision is not None and (hub.HEX40.match(opts.revision) or not _BRANCH.match(opts.revision)):
         problems.append(
             S2MLPError(f"expected a branch name to commit to, got {opts.revision!r}", param="revision")
         )

@@ -11,14 +11,14 @@ from s2mlp_cli.cli._errors import say
 from s2mlp_cli.cli._options import json_option, resolve_card
 from s2mlp_cli.console import err, out, print_json
 from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
+from s2mlp_cli.hub import REPO_ID
 from s2mlp_cli.zoo import cards
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_REPO = re.compile(r"^[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?$")
 
 
 def _repo(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not _REPO.match(value):
+    if value is not None and not REPO_ID.match(value):
         raise click.BadParameter(f"expected OWNER/NAME (letters, digits, - _ .), got {value!r}")
     return value
 

@@ -145,6 +145,12 @@ def run(module: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
     return module(x)
 
 
+def _pool(global_pool: str) -> str:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
+    return global_pool
+
+
 class ClassifierModel(nn.Module):
     """The timm model API every family shares, after its own `forward_features` -> (B, h, w, C).
 
@@ -162,11 +168,9 @@ class ClassifierModel(nn.Module):
     def init_head(
         self, num_features: int, num_classes: int, *, global_pool: str, drop_rate: float, in_chans: int
     ) -> None:
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
         self.num_features = self.head_hidden_size = num_features
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = _pool(global_pool)
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
@@ -182,9 +186,7 @@ class ClassifierModel(nn.Module):
         """A new head (on the model's device and dtype), or none with num_classes=0; global_pool ''
         leaves features unpooled: forward then returns (B, h, w, C)."""
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = _pool(global_pool)
         self.num_classes = num_classes
         if num_classes > 0:
             ref = self.norm.weight if isinstance(self.norm, nn.LayerNorm) else next(self.parameters())
