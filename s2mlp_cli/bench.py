@@ -24,12 +24,15 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ BUSY_LOAD = 0.5  # load average per core before the run above which the machine 
 WIDE_SPREAD = 0.2  # IQR width, or ratio range, over the median above which a row gets a warning
 # A test hook: pretend any batch above this size runs out of memory (exercises the OOM path on any machine).
 FAKE_OOM_ENV = "S2MLP_BENCH_FAKE_OOM_ABOVE"
+PARENT_ENV = "S2MLP_BENCH_PARENT"  # the pid a worker lives and dies with
 
 
 # --- the request --------------------------------------------------------------------------------------
@@ -352,7 +356,9 @@ class Worker:
             try:
                 self._warm(batch)
                 break
-            except torch.OutOfMemoryError as e:
+            except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+                if not out_of_memory(e):
+                    raise
                 self.net = self.x = None
                 _free(spec.device)
                 if not spec.auto_batch or batch == 1:
@@ -409,11 +415,23 @@ class Worker:
         if self.spec.train:
             try:
                 _train(self.model, self.result, self.spec, self.result.batch_size, self.img_size)
-            except torch.OutOfMemoryError:
+            except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+                if not out_of_memory(e):
+                    raise
                 _free(self.spec.device)
                 detail = self.result.detail
                 self.result.detail = (detail + "; " if detail else "") + "training ran out of memory"
         return self.result
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: the GPU's OutOfMemoryError, or on the CPU the allocator's RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory") or Python's MemoryError."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
 
 
 def measure(spec: Spec) -> Result:
@@ -600,6 +618,7 @@ def _worker() -> int:
     Replies: {"event": "built"} | {"event": "ready"} | {"event": "times", ...} | {"event": "done", "row"}.
     A "done" row at any point is final (unsupported, out of memory, an error, or the finished row).
     """
+    _die_with_parent()
     spec = Spec(**json.loads(sys.stdin.readline()))
 
     def say(obj: dict) -> None:
@@ -631,6 +650,29 @@ def _worker() -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """A worker must not outlive `s2mlp bench`, even one killed with SIGKILL: on Linux the kernel sends
+    SIGKILL when the parent dies (PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread checks the
+    parent every half second."""
+    parent = int(os.environ.get(PARENT_ENV, os.getppid()))
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 # --- the parent: interleaved workers ----------------------------------------------------------------------
 
 
@@ -647,7 +689,7 @@ class _Proc:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            env={**os.environ, "PYTHONWARNINGS": "ignore", PARENT_ENV: str(os.getpid())},
         )
         self.send(asdict(spec))
 
@@ -703,11 +745,33 @@ class _Proc:
 
 
 class BenchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `run`: `doc` holds every finished row (marked partial), already written out."""
+    """Ctrl-C (or SIGTERM) during `run`: `doc` holds every finished row (marked partial), already written
+    out; `signum` is the signal that stopped it."""
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], signum: int = signal.SIGINT) -> None:
         super().__init__("interrupted")
         self.doc = doc
+        self.signum = signum
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the workers are stopped and the finished rows kept."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a library caller's thread keeps the default
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated("terminated")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(
@@ -732,14 +796,17 @@ def run(
     )
     before = _machine_state()
     rows: list[dict[str, Any]] = []
-    interrupted = False
+    interrupted, signum = False, signal.SIGINT
     try:
-        for b in plan.batch_sizes:
-            bs1_here = 1 not in plan.batch_sizes and b == plan.batch_sizes[0]
-            rows += _run_batch(opts, plan, b, bs1_here, on_row)
+        with _sigterm_as_interrupt():
+            for b in plan.batch_sizes:
+                bs1_here = 1 not in plan.batch_sizes and b == plan.batch_sizes[0]
+                rows += _run_batch(opts, plan, b, bs1_here, on_row)
     except KeyboardInterrupt as e:
         interrupted = True
         rows += getattr(e, "rows", [])
+        if isinstance(e, _Terminated) or getattr(e, "terminated", False):
+            signum = signal.SIGTERM
     _share_bs1(rows)
     add_ratios(rows, plan.models)
     _record_machine(env, before, _machine_state())
@@ -751,14 +818,15 @@ def run(
     if opts.plot and not interrupted:
         draw_plot(rows, str(opts.plot))
     if interrupted:
-        raise BenchInterrupted(doc)
+        raise BenchInterrupted(doc, signum)
     return doc
 
 
 class _RoundsInterrupted(KeyboardInterrupt):
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
+    def __init__(self, rows: list[dict[str, Any]], terminated: bool = False) -> None:
         super().__init__("interrupted")
         self.rows = rows
+        self.terminated = terminated
 
 
 def _run_batch(
@@ -799,7 +867,7 @@ def _run_batch(
             if on_row:
                 on_row(row)
         return rows
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         partial = []
         for i, p in enumerate(procs):  # rows whose rounds had started still say what they measured
             if p.row is not None and p.row["status"] != "ok":
@@ -811,7 +879,7 @@ def _run_batch(
                 row["peak_memory_mib"] = peaks.get(i)
                 summarize(row, times[i], bs1_times[i] or None)
                 partial.append(row)
-        raise _RoundsInterrupted(partial) from None
+        raise _RoundsInterrupted(partial, isinstance(e, _Terminated)) from None
     finally:
         for p in procs:
             p.close()

@@ -142,16 +142,28 @@ def _class_folders(root: Path, class_dirs: list[Path]) -> Dataset:
     unknown = sorted(p.name for p in class_dirs if p.name not in index)
     if unknown:
         raise DataError(f"{root}: folder {unknown[0]} is not an ImageNet-1k synset ({len(unknown)} such)")
-    samples = []
+    samples, unreadable = [], []
     for folder in sorted(class_dirs, key=lambda p: p.name):
         label = index[folder.name]
-        for path in sorted(folder.iterdir()):
+        try:
+            paths = sorted(folder.iterdir())
+        except OSError as e:  # no permission, a stale mount: the other classes still count
+            unreadable.append(f"{folder.name} ({e.strerror or e})")
+            continue
+        for path in paths:
             if path.is_file() and path.suffix.lower() in IMAGE_EXTS:
                 samples.append(Sample(f"{folder.name}/{path.name}", label, ("file", str(path))))
     if not samples:
-        raise DataError(f"{root}: class folders with no images in them")
+        what = f"; {len(unreadable)} could not be read (first: {unreadable[0]})" if unreadable else ""
+        raise DataError(f"{root}: class folders with no images in them{what}")
+    notes = []
+    if unreadable:
+        notes.append(
+            f"{len(unreadable)} class folder(s) could not be read and were left out: "
+            + ", ".join(unreadable[:3])
+        )
     return Dataset(
-        "A. class folders (label = wnid's index among the 1000 sorted synsets)", str(root), samples
+        "A. class folders (label = wnid's index among the 1000 sorted synsets)", str(root), samples, notes
     )
 
 
@@ -169,11 +181,14 @@ def devkit_wnids(devkit: Path) -> dict[int, str]:
     meta = devkit / "data" / "meta.mat"
     try:
         from scipy.io import loadmat
-
+    except ImportError as e:
+        raise DataError("reading the devkit's meta.mat needs scipy: pip install scipy") from e
+    try:
         synsets_ = loadmat(str(meta), squeeze_me=True)["synsets"]
         mapping = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets_ if int(s["num_children"]) == 0}
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        raise DataError(f"{meta}: not a readable ILSVRC2012 devkit meta.mat ({e})") from e
+    except Exception as e:  # an empty or damaged file: scipy raises its own types, and numpy's
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{meta}: not a readable ILSVRC2012 devkit meta.mat ({detail})") from e
     if len(mapping) != 1000 or set(mapping.values()) != set(synsets()):
         raise DataError(f"{meta}: expected the 1000 ImageNet-1k leaf synsets, found {len(mapping)}")
     return mapping
@@ -190,10 +205,15 @@ def _flat_devkit(root: Path, files: list[Path], devkit: Path | None) -> Dataset:
         )
     truth = devkit / "data" / GROUND_TRUTH
     try:
-        ids = [int(line) for line in truth.read_text().split()]
+        lines = truth.read_text(encoding="ascii").split()
     except (OSError, ValueError) as e:
         raise DataError(f"{truth}: not a readable ground-truth file ({e})") from e
     id_to_wnid, index = devkit_wnids(devkit), synset_index()
+    ids = []
+    for n, line in enumerate(lines, 1):
+        if not (line.isdigit() and int(line) in id_to_wnid):
+            raise DataError(f"{truth}:{n}: {line[:20]!r} is not an ILSVRC2012_ID (1-1000)")
+        ids.append(int(line))
     samples = []
     for path in sorted(files):
         number = int(_VAL_NAME.match(path.name)[1])  # ILSVRC2012_val_00000001 is line 1
@@ -217,6 +237,10 @@ def _read_labels(path: Path) -> dict[str, int]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise DataError(f"{path}: cannot read labels ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not a UTF-8 text file (byte {e.start}); expected lines of file name and label"
+        ) from e
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise DataError(f"{path}: empty labels file")
@@ -229,11 +253,12 @@ def _read_labels(path: Path) -> dict[str, int]:
         name, label = row[0].strip(), row[1].strip()
         if kaggle:
             label = label.split()[0] if label else ""
-        if n == 1 and not (label in index or label.isdigit()):
+        number = label.isascii() and label.isdigit()  # "²" and "٣" are digits to str.isdigit
+        if n == 1 and not (label in index or number):
             continue  # a header
         if label in index:
             labels[name] = index[label]
-        elif label.isdigit() and int(label) < 1000:
+        elif number and int(label) < 1000:
             labels[name] = int(label)
         else:
             raise DataError(f"{path}:{n}: label {label!r} is neither a wnid nor an index 0-999")
@@ -286,7 +311,8 @@ def _parquet(root: Path, files: list[Path]) -> Dataset:
             for rg in range(pf.num_row_groups):
                 labels = pf.read_row_group(rg, columns=["label"]).column("label").to_pylist()
                 for row, label in enumerate(labels):
-                    samples.append(Sample(f"{f.name}:{rg}:{row}", int(label), ("parquet", str(f), rg, row)))
+                    key = f"{f.name}:{rg}:{row}"
+                    samples.append(Sample(key, _class_index(label, key), ("parquet", str(f), rg, row)))
         except DataError:
             raise
         except Exception as e:  # pyarrow raises its own types for a damaged file
@@ -310,7 +336,10 @@ def _webdataset(root: Path, shards: list[Path]) -> Dataset:
                     if ext in IMAGE_EXTS:
                         images[key] = (m.offset_data, m.size)
                     elif ext == ".cls":
-                        labels[key] = int(tar.extractfile(m).read().decode().strip())
+                        text = tar.extractfile(m).read(64).decode("ascii", "replace").strip()
+                        labels[key] = _class_index(text, f"{shard.name}:{key}.cls")
+        except DataError:
+            raise
         except (tarfile.TarError, OSError, ValueError) as e:
             raise DataError(f"{shard}: not a readable WebDataset shard ({e})") from e
         for key in sorted(images, key=lambda k: images[k][0]):
@@ -321,6 +350,19 @@ def _webdataset(root: Path, shards: list[Path]) -> Dataset:
     if not samples:
         raise DataError(f"{root}: the .tar shards hold no image samples")
     return Dataset("E. WebDataset shards (.cls is the sorted index)", str(root), samples)
+
+
+def _class_index(label: Any, where: str) -> int:
+    """A label that must already be the sorted index (parquet, WebDataset): an integer 0-999, checked when
+    the set is scanned rather than when a batch meets it mid-run."""
+    if isinstance(label, str) and label.isascii() and label.lstrip("-").isdigit():
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < 1000:
+        raise DataError(
+            f"{where}: label {str(label)[:20]!r} is not an ImageNet-1k class index (0-999); these shards "
+            "must hold the sorted-synset index"
+        )
+    return label
 
 
 def _split_key(name: str) -> tuple[str, str]:
@@ -429,6 +471,8 @@ class EvalSet:
                 return torch.frombuffer(bytearray(data), dtype=torch.uint8), s.label, i, ""
             img = decode(read_bytes(s.source, self._cache))
             x, error = self.transform(img), ""
+        except MemoryError:  # the machine, not the file: fatal, never a quietly skipped image
+            raise
         except Exception as e:  # a damaged file is reported and skipped, never fatal
             x = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -471,6 +515,8 @@ def decode_on_gpu(batches, prep: Preprocess):
             except RuntimeError:
                 try:  # not a JPEG nvJPEG can read: the exact CPU path for this one
                     crops.append(transform(decode(raw.numpy().tobytes())).cuda())
+                except MemoryError:
+                    raise
                 except Exception as e:
                     crops.append(torch.zeros(3, size, size, dtype=torch.uint8, device="cuda"))
                     errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

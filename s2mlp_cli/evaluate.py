@@ -406,6 +406,12 @@ def _one_pass(dataset: Dataset, group: list[Entry], opts: Options, label: str, p
                             _keep_predictions(e, dataset, idx, y, logits, top5)
                 seen += len(errors)
                 bar.advance(len(errors) * opts.shard.world, seen / max(time.perf_counter() - start, 1e-9))
+    except MemoryError as e:  # decoding (or the model on the CPU) ran out of host memory
+        source.abort()
+        raise S2MLPError(
+            f"out of memory while decoding or evaluating images ({type(e).__name__}); no result was "
+            "computed. Lower --batch-size or --workers, or free memory"
+        ) from None
     except BaseException:
         source.abort()
         raise

@@ -26,14 +26,18 @@ import json
 import os
 import re
 import socket
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
-from s2mlp_cli.files import atomic_path, s2mlp_home
+from s2mlp_cli.files import _umask, atomic_path, s2mlp_home
 from s2mlp_cli.zoo import Card
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -172,7 +176,14 @@ def choose(
     if weights is not None:
         return Choice(card.name, "file", "given", path=Path(weights).expanduser())
     if repo or revision or filename:
-        return Choice(card.name, "hub", "given", source=hub_source(card, repo, revision, filename))
+        src = hub_source(card, repo, revision, filename)
+        if src is None:
+            given = "revision" if revision else "filename"
+            raise S2MLPError(
+                f"{card.name} has no Hub repository of its own, so --{given} needs --repo OWNER/NAME too",
+                param=given,
+            )
+        return Choice(card.name, "hub", "given", source=src)
     record = _record(card)
     if record.get("kind") == "import":
         return Choice(card.name, "import", "pulled", path=_imported_file(card))
@@ -230,24 +241,29 @@ def _record(card: Card) -> dict[str, Any]:
 
 
 def _remember(card: Card, src: Source) -> None:
-    """`s2mlp pull VARIANT --repo ...` makes that the variant's source; the card's own source clears it."""
+    """`s2mlp pull VARIANT --repo ...` makes that the variant's source; the card's own source clears it.
+    Either way an imported file stops being the source and is deleted."""
     folder = _imported_dir(card)
     own = hub_source(card)
-    if own is not None and (src.repo, src.revision, src.filename) == (own.repo, own.revision, own.filename):
-        _discard(folder / "source.json", _imported_file(card))
+    mine = own is not None and _overrides(src) == _overrides(own)
+    if mine and not folder.is_dir():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    record = {
-        "kind": "hub",
-        "variant": card.name,
-        "repo": src.repo,
-        "revision": src.revision,
-        "filename": src.filename,
-        "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    with atomic_path(folder / "source.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-    _discard(_imported_file(card))  # an older import is no longer the variant's source
+    with _variant_lock(card):
+        if mine:
+            _discard(folder / "source.json")
+        else:
+            record = {
+                "kind": "hub",
+                "variant": card.name,
+                "repo": src.repo,
+                "revision": src.revision,
+                "filename": src.filename,
+                "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            with atomic_path(folder / "source.json") as tmp:
+                tmp.write_text(json.dumps(record, indent=2) + "\n")
+        _collect(card, keep=None)
 
 
 # --- the Hub -----------------------------------------------------------------------------------------
@@ -344,14 +360,6 @@ def _verify_given_file(card: Card, path: Path, check_fit: bool) -> Pulled:
 
 def _download(card: Card, src: Source, progress: bool) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     url = endpoint()
     check_reachable(url)
@@ -362,49 +370,185 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
     }
     if progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         kwargs["tqdm_class"] = _RichBar
+    etag = None
     try:
         with quiet_hub_logger():
-            _check_etag(src, url)  # the client names the blob file after the ETag: only plain hex may pass
-            path = Path(hf_hub_download(src.repo, src.filename, **kwargs))
-    except HubError:
-        raise
-    except GatedRepoError as e:  # before RepositoryNotFoundError, its parent
-        raise HubError(
-            f"{src.repo} is gated or private: accept its terms on the Hub, then log in "
-            "(`hf auth login`) or set HF_TOKEN to a token that can read it"
-        ) from e
-    except RepositoryNotFoundError as e:
-        raise HubError(
-            f"repository {src.repo} not found on {url} (if it is private, set HF_TOKEN; "
-            "check the repository name)"
-        ) from e
-    except RevisionNotFoundError as e:
-        raise HubError(f"revision {src.revision!r} not found in {src.repo} (check the revision)") from e
-    except LocalEntryNotFoundError as e:  # before EntryNotFoundError, its parent: nothing reachable
-        raise HubError(f"could not reach the Hub at {url} to fetch {src}: {reason(e)}") from e
-    except EntryNotFoundError as e:
-        raise HubError(
-            f"{src.filename} not found in {src.repo} at {src.revision or 'main'} (check the file name)"
-        ) from e
-    except HfHubHTTPError as e:
-        raise HubError(f"the Hub at {url} refused {src}: {reason(e)}") from e
-    except Exception as e:  # transport errors after the client's retries, size mismatch, disk full, ...
-        raise HubError(f"downloading {src} failed ({type(e).__name__}: {reason(e)}); run it again") from e
+            etag = _check_etag(src, url)  # the client names the blob after the ETag: only plain hex may pass
+            _drop_stale_partials(src)
+            with _stall_guard(src, url):
+                path = Path(hf_hub_download(src.repo, src.filename, **kwargs))
+    except BaseException as e:
+        if etag is not None:
+            _drop_stale_partials(src, etag)  # this run's partial file too: nothing half-written stays
+        if isinstance(e, HubError | KeyboardInterrupt | SystemExit) or not isinstance(e, Exception):
+            raise
+        raise _download_error(e, src, url) from e
     return path  # `_verify_hub_file` checks where it resolves before anything reads it
 
 
-def _check_etag(src: Source, url: str) -> None:
-    """Refuse a file whose ETag is not a plain sha256 or git sha1: huggingface_hub uses the ETag as the
+def _download_error(e: Exception, src: Source, url: str) -> HubError:
+    """One line for each way the client can fail."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(e, GatedRepoError):  # before RepositoryNotFoundError, its parent
+        return HubError(
+            f"{src.repo} is gated or private: accept its terms on the Hub, then log in "
+            "(`hf auth login`) or set HF_TOKEN to a token that can read it"
+        )
+    if isinstance(e, RepositoryNotFoundError):
+        return HubError(
+            f"repository {src.repo} not found on {url} (if it is private, set HF_TOKEN; "
+            "check the repository name)"
+        )
+    if isinstance(e, RevisionNotFoundError):
+        return HubError(f"revision {src.revision!r} not found in {src.repo} (check the revision)")
+    if isinstance(e, LocalEntryNotFoundError):  # before EntryNotFoundError, its parent: nothing reachable
+        return HubError(f"could not reach the Hub at {url} to fetch {src}: {reason(e)}")
+    if isinstance(e, EntryNotFoundError):
+        return HubError(
+            f"{src.filename} not found in {src.repo} at {src.revision or 'main'} (check the file name)"
+        )
+    if isinstance(e, HfHubHTTPError):
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status == 429:
+            return HubError(
+                f"the Hub at {url} is limiting requests (HTTP 429 Too Many Requests) for {src}; wait a few "
+                "minutes and run it again (a token, HF_TOKEN, raises the limit)"
+            )
+        if isinstance(status, int) and status >= 500:
+            return HubError(
+                f"the Hub at {url} had a server error (HTTP {status}) serving {src}; nothing was kept, "
+                "try again later"
+            )
+        return HubError(f"the Hub at {url} refused {src}: {reason(e)}")
+    # transport errors after the client's retries, a short body, disk full, ...
+    return HubError(
+        f"downloading {src} failed ({type(e).__name__}: {reason(e)}); nothing was kept, run it again"
+    )
+
+
+def _check_etag(src: Source, url: str) -> str:
+    """The file's ETag; refused unless a plain sha256 or git sha1: huggingface_hub uses the ETag as the
     blob's file name unchecked, so `../../x` would write (and our verification delete) outside the cache."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     meta = get_hf_file_metadata(hf_hub_url(src.repo, src.filename, revision=src.revision, endpoint=url))
     etag = meta.etag or ""
+    if not etag:
+        raise HubError(
+            f"{src}: the Hub sent no ETag (the file's checksum), so the file could not be verified; refusing "
+            "to download it (check HF_ENDPOINT)"
+        )
     if not (_HEX64.match(etag) or HEX40.match(etag)):
         raise HubError(
             f"{src}: the Hub answered an ETag that is not a plain hex checksum ({etag[:48]!r}); refusing to "
             "download it (check HF_ENDPOINT)"
         )
+    return etag
+
+
+# A download that brings fewer than STALL_BYTES in any STALL_S seconds is given up: the client's read
+# timeout catches silence, not a server that sends a byte every few seconds (days for a 100 MB file).
+STALL_S = 30.0
+STALL_BYTES = 64 * 1024
+
+
+@contextmanager
+def _stall_guard(src: Source, url: str) -> Iterator[None]:
+    """Watch every response body the client reads while the block runs (httpx-based clients; older
+    requests-based ones keep only their read timeout)."""
+    try:
+        from huggingface_hub.utils import get_session
+
+        session = get_session()
+        hooks = session.event_hooks["response"]
+        base = sys.modules[type(session).__module__.partition(".")[0]].SyncByteStream
+    except Exception:
+        yield
+        return
+
+    class Guarded(base):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __iter__(self) -> Iterator[bytes]:
+            start, got = time.monotonic(), 0
+            for chunk in self.inner:
+                got += len(chunk)
+                if (now := time.monotonic()) - start >= STALL_S:
+                    if got < STALL_BYTES:
+                        raise HubError(
+                            f"the Hub at {url} sent {src} too slowly ({got:,} bytes in {now - start:.0f} s); "
+                            "gave up and removed the partial file, run it again"
+                        )
+                    start, got = now, 0
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    def guard(response: Any) -> None:
+        response.stream = Guarded(response.stream)
+
+    hooks.append(guard)
+    try:
+        yield
+    finally:
+        hooks.remove(guard)
+
+
+def _drop_stale_partials(src: Source, etag: str | None = None) -> None:
+    """Delete the repository's half-downloaded blobs that no running download holds the lock of; with
+    `etag`, that blob's only. A killed download leaves `<etag>.incomplete` (huggingface_hub 1.x, which
+    resumes from it) or `<etag>.<random>.incomplete` (2.x, never reused); a later download starts afresh
+    instead of resuming bytes of unknown provenance."""
+    folder = hub_cache() / f"models--{src.repo.replace('/', '--')}"
+    locks = hub_cache() / ".locks" / folder.name
+    for partial in sorted((folder / "blobs").glob("*.incomplete")):
+        name = partial.name.partition(".")[0]
+        if not (_HEX64.match(name) or HEX40.match(name)) or (etag and name != etag):
+            continue
+        if not _inside(partial, hub_cache()):
+            continue
+        with _unlocked(locks / f"{name}.lock") as free:
+            if free:
+                partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def _unlocked(lock: Path) -> Iterator[bool]:
+    """True (holding the lock meanwhile) when no process holds `lock`, the lock file huggingface_hub
+    takes while it downloads a blob; False when one does."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the client's lock is not an flock; leave partials alone
+        yield False
+        return
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -582,8 +726,42 @@ def _imported_dir(card: Card) -> Path:
     return s2mlp_home() / "weights" / card.name
 
 
-def _imported_file(card: Card) -> Path:
-    return _imported_dir(card) / "model.safetensors"
+def _imported_file(card: Card, record: dict[str, Any] | None = None) -> Path:
+    """The imported file the record names: `<sha256 prefix>.safetensors`, or `model.safetensors` for an
+    import made before files were named by their hash."""
+    record = _record(card) if record is None else record
+    name = record.get("file")
+    if not (isinstance(name, str) and re.fullmatch(r"[0-9a-f]{16,64}\.safetensors", name)):
+        name = "model.safetensors"
+    return _imported_dir(card) / name
+
+
+@contextmanager
+def _variant_lock(card: Card) -> Iterator[None]:
+    """Imports (and `pull --repo`) of one variant, one at a time across processes; the kernel drops the
+    lock of a killed process."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: each step is still atomic on its own
+        yield
+        return
+    folder = _imported_dir(card)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _collect(card: Card, keep: Path | None) -> None:
+    """Under the variant's lock: delete imported files other than `keep` and temporary files left by a
+    killed import."""
+    for p in _imported_dir(card).iterdir():
+        stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
+        if (p.suffix == ".safetensors" and p != keep) or stale_tmp:
+            _discard(p)
 
 
 def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pulled:
@@ -591,6 +769,10 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
 
     The file is read safely (`weights.read_state_dict`), must hash to `sha256` (or the card's pin for a
     variant without a Hub repo) when one is given, and must load strictly into the variant.
+
+    One atomic step as far as any reader sees: the converted file is written under its own hash's name,
+    then `source.json` is replaced to name it, then older files go. A kill at any point leaves the previous
+    import (or none) in use; concurrent imports take turns, and the last one is the source.
     """
     from safetensors.torch import save_file
 
@@ -610,15 +792,24 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
     state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
 
     folder = _imported_dir(card)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = _imported_file(card)
     meta = {"kind": "import", "variant": card.name, "source": source.name, "source_sha256": source_sha}
-    with atomic_path(target) as tmp:
-        save_file(state_dict, str(tmp), metadata={k: str(v) for k, v in meta.items()} | {"format": "pt"})
-    sha = file_sha256(target)
-    record = {**meta, "sha256": sha, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with atomic_path(folder / "source.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    with _variant_lock(card):
+        fd, name = tempfile.mkstemp(prefix=".incoming.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            save_file(state_dict, name, metadata={k: str(v) for k, v in meta.items()} | {"format": "pt"})
+            sha = file_sha256(tmp)
+            target = folder / f"{sha[:16]}.safetensors"
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)  # named by its content: replacing a same-named file changes nothing
+        finally:
+            tmp.unlink(missing_ok=True)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        record = {**meta, "sha256": sha, "file": target.name, "imported_at": now}
+        with atomic_path(folder / "source.json") as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+        _collect(card, keep=target)
     against = "given sha256" if sha256 else ("card sha256 pin" if expected else "strict load only")
     return Pulled(
         card.name,
@@ -632,22 +823,39 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
     )
 
 
-def _verify_imported(card: Card) -> Pulled:
-    target, record_path = _imported_file(card), _imported_dir(card) / "source.json"
+def _verify_imported(card: Card, retry: bool = True) -> Pulled:
+    record_path = _imported_dir(card) / "source.json"
     try:
         record = json.loads(record_path.read_text())
         expected = record["sha256"]
+        target = _imported_file(card, record)
+        sha = file_sha256(target)
+    except FileNotFoundError:
+        if retry:  # an import finishing meanwhile replaced the record and removed the file it named
+            return _verify_imported(card, retry=False)
+        raise HubError(
+            f"{card.name}: the imported weights are gone from {_imported_dir(card)}",
+            next_step="import",
+            variant=card.name,
+            advice="import the file again",
+        ) from None
     except (OSError, ValueError, KeyError, TypeError):
-        _discard(target, record_path)
+        with _variant_lock(card):
+            _discard(record_path)
+            _collect(card, keep=None)
         raise HubError(
             f"{card.name}: the imported weights had no readable record, so they were removed",
             next_step="import",
             variant=card.name,
             advice="import the file again",
         ) from None
-    sha = file_sha256(target)
     if sha != expected:
-        _discard(target, record_path)
+        with _variant_lock(card):
+            if _record(card) != record:  # another import replaced it meanwhile: check that one instead
+                if retry:
+                    return _verify_imported(card, retry=False)
+            else:
+                _discard(target, record_path)
         raise HubError(
             f"{card.name}: the imported weights changed on disk since they were imported "
             f"(sha256 {sha[:16]}…, recorded {expected[:16]}…) and were removed",

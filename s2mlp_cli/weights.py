@@ -12,6 +12,7 @@ import argparse
 import importlib
 import pickle
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class WeightsError(S2MLPError):
     """A weights file that cannot be read safely, or does not fit the model."""
 
 
+_LOAD_LOCK = threading.Lock()  # torch's safe_globals is process-wide: one thread's exit would end another's
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from training-script layouts and DDP prefixes."""
     path = Path(path)
@@ -46,7 +50,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as e:
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with _LOAD_LOCK, torch.serialization.safe_globals([argparse.Namespace]):  # a process-wide list
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _first_line(str(e))

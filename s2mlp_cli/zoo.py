@@ -127,6 +127,7 @@ SCHEMA: dict[str, Any] = {
             "counts": (_str, False),
             "paper": (_str, False),
             "weights": (_str, False),
+            "weights_pin": (_str, False),  # where the revision and sha256 pins were read
         },
         True,
     ),

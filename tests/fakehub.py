@@ -4,7 +4,8 @@ It speaks what huggingface_hub expects: HEAD /{repo}/resolve/{rev}/{file} answer
 that is the file's sha256 (LFS) or git blob sha1, and Content-Length; GET sends the bytes and honours
 `Range: bytes=N-`. Errors carry the X-Error-Code the client maps to its exceptions. Faults a test can
 switch on: `corrupt` (GET sends other bytes of the same length), `break_after` (the first GET of a file
-stops after that many bytes, so the client has to resume).
+stops after that many bytes, so the client has to resume), `etags` (another ETag), and `faults` (an HTTP
+status, no ETag, a trickle, a truncated body or a hang: the fault matrix of tests/test_hardening.py).
 
 Writes, as `HfApi.create_repo` / `create_branch` / `create_commit` (plain HTTP: HF_HUB_DISABLE_XET) use
 them: POST /api/repos/create, /api/models/{repo}/branch/{b}, /api/validate-yaml, /api/models/{repo}/
@@ -77,9 +78,15 @@ class FakeHub:
         self.corrupt: set[str] = set()  # file names whose GET bytes are wrong
         self.break_after: dict[str, int] = {}  # file name -> bytes sent before the first GET breaks
         self.etags: dict[str, str] = {}  # file name -> the ETag to send instead of the file's hash
+        # file name -> a fault of the server: ("status", code) answers HEAD and GET with that status;
+        # ("no_etag",) leaves the ETag out; ("trickle", seconds) sends the body a byte at a time, that far
+        # apart; ("truncate", n) sends n bytes of every GET, then closes; ("hang",) sends the headers of a
+        # GET and then nothing
+        self.faults: dict[str, tuple] = {}
         self.tokens: dict[str, str] = {}  # bearer token -> user
         self.lfs_objects: dict[str, bytes] = {}  # uploaded LFS objects by sha256
         self.fail_commit: int | None = None  # answer the next commit with this status
+        self._stopped = threading.Event()
         self.commits_made: list[dict] = []  # the commits accepted: {"repo", "revision", "summary", "files"}
         hub = self
 
@@ -113,6 +120,7 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -156,6 +164,11 @@ class FakeHub:
             etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         etag = self.etags.get(m["file"], etag)
         headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
+        fault = self.faults.get(m["file"], ())
+        if fault[:1] == ("status",):
+            return _answer(h, fault[1], {"Retry-After": "0"} if fault[1] == 429 else {})
+        if fault[:1] == ("no_etag",):
+            del headers["ETag"]
         if not body:
             return _answer(h, 200, {**headers, "Content-Length": str(len(data))})
         name = m["file"]
@@ -170,6 +183,8 @@ class FakeHub:
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         cut = self.break_after.pop(name, None)
+        if fault[:1] == ("truncate",):
+            cut = fault[1]
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
@@ -180,7 +195,22 @@ class FakeHub:
             h.close_connection = True
             h.connection.shutdown(2)
             return
+        if fault[:1] in (("trickle",), ("hang",)):
+            self._trickle(h, payload, fault[1] if fault[0] == "trickle" else None)
+            return
         h.wfile.write(payload)
+
+    def _trickle(self, h: BaseHTTPRequestHandler, payload: bytes, gap: float | None) -> None:
+        """A byte every `gap` seconds (or nothing: a hang) until the client gives up or the server stops."""
+        h.close_connection = True
+        try:
+            for i in range(len(payload)):
+                if self._stopped.wait(gap if gap is not None else 3600):
+                    return
+                h.wfile.write(payload[i : i + 1])
+                h.wfile.flush()
+        except OSError:
+            pass  # the client hung up
 
     # --- the API the client's writes use -----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from test_pull import fake_hub, run, tiny_weights  # noqa: F401 (fixture)
 
 from s2mlp_cli.cli import main
 from s2mlp_cli.data import decode
+from s2mlp_cli.errors import WeightsUnavailableError
 from s2mlp_cli.weights import WeightsError, read_state_dict
 
 
@@ -84,6 +85,74 @@ def test_a_cached_file_that_resolves_outside_the_cache_is_neither_used_nor_delet
     assert victim.read_bytes() == b"not weights"
 
 
+# The fake Hub's faults and what the user must read. Each ends in one line, exit 1, within seconds, with no
+# partial file left in the cache and nothing remembered as the variant's source.
+FAULTS = [
+    (("status", 500), "server error (HTTP 500)"),
+    (("status", 503), "server error (HTTP 503)"),
+    (("status", 429), "limiting requests (HTTP 429"),
+    (("no_etag",), "sent no ETag"),
+    (("truncate", 1000), "nothing was kept"),
+    (("trickle", 0.3), "too slowly"),
+    (("hang",), "ReadTimeout"),
+]
+
+
+@pytest.mark.parametrize("fault, needle", FAULTS, ids=[f[0][0] + str(f[0][1:]) for f in FAULTS])
+def test_fake_hub_fault_matrix(fake_hub: FakeHub, monkeypatch, fault, needle) -> None:
+    import time
+
+    import huggingface_hub.constants
+
+    from s2mlp_cli import hub
+
+    monkeypatch.setattr(hub, "STALL_S", 1.0)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
+    data, _ = tiny_weights()
+    fake_hub.add("testorg/hubtiny", {"model.safetensors": data})
+    fake_hub.faults["model.safetensors"] = fault
+    start = time.monotonic()
+    code, _, stderr = run("pull", "hubtiny")
+    one_line(code, stderr, 1, needle)
+    assert "could not reach" not in stderr
+    assert time.monotonic() - start < 30
+    cache = Path(os.environ["HF_HOME"])
+    assert not list(cache.rglob("*.incomplete")) and not list(cache.rglob("blobs/*"))
+    del fake_hub.faults["model.safetensors"]  # the Hub recovers: the next run gets the file
+    code, _, stderr = run("pull", "hubtiny")
+    assert code == 0, stderr
+
+
+def test_a_download_killed_midway_leaves_no_partial_file(fake_hub: FakeHub, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, _ = tiny_weights()
+    fake_hub.add("testorg/hubtiny", {"model.safetensors": data})
+    fake_hub.faults["model.safetensors"] = ("trickle", 0.05)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "s2mlp_cli", "pull", "hubtiny"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cache = Path(os.environ["HF_HOME"])
+    deadline = time.monotonic() + 60
+    while not list(cache.rglob("*.incomplete")) and time.monotonic() < deadline:  # written 10 MB at a time
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(cache.rglob("*.incomplete")), "the download never started"
+
+    del fake_hub.faults["model.safetensors"]
+    code, _, stderr = run("pull", "hubtiny")
+    assert code == 0, stderr
+    assert not list(cache.rglob("*.incomplete"))  # the killed run's partial is gone, not left for ever
+    assert all(rng is None for _, _, rng in fake_hub.gets("model.safetensors"))  # no resume from it
+
+
 @pytest.mark.parametrize("repo", ["", "a/b/c", "nameonly", "../x/y", "a/ b"])
 def test_a_repo_that_is_not_owner_name_is_a_usage_error(fake_hub: FakeHub, repo: str) -> None:
     code, _, stderr = run("pull", "s2mlpv2_tiny", "--repo", repo, "--revision", "main")
@@ -96,6 +165,30 @@ def test_a_filename_outside_the_repository_is_a_usage_error(fake_hub: FakeHub, f
     code, _, stderr = run("pull", "hubtiny", "--filename", filename)
     one_line(code, stderr, 2, "--filename")
     assert fake_hub.requests == []
+
+
+@pytest.mark.parametrize("flag", ["--revision", "--filename"])
+def test_a_revision_or_filename_without_a_repository_to_apply_it_to_is_a_usage_error(zoo: Path, flag) -> None:
+    code, _, stderr = run("pull", "vip_tiny", flag, "main")  # found by tests/test_fuzz_cli.py
+    one_line(code, stderr, 2, f"{flag}: vip_tiny has no Hub repository of its own")
+
+
+def test_every_hub_card_pins_a_commit_and_says_where_its_pins_come_from() -> None:
+    from s2mlp_cli.hub import hub_source
+    from s2mlp_cli.zoo import cards
+
+    hub_cards = [c for c in cards().values() if c.weights.repo]
+    assert len(hub_cards) >= 4
+    for card in hub_cards:
+        w, where = card.weights, card.sources.get("weights_pin", "")
+        assert w.revision and len(w.revision) == 40, card.name  # a full commit, never a branch
+        assert w.revision in where, card.name
+        if w.sha256:
+            assert "sha256: the file page" in where, card.name
+        else:
+            assert "no sha256 pin" in where, card.name
+        src = hub_source(card)
+        assert src.revision == w.revision and src.sha256 == w.sha256  # what pull asks the Hub for
 
 
 def test_unpublished_cards_name_no_repository() -> None:
@@ -282,3 +375,277 @@ def test_a_symlinked_output_is_written_through_not_replaced(setup, tmp_path, ite
     code, _, stderr = run_eval(weights, "--data", str(root), "--output", str(link), "--no-cache")
     assert code == 0, stderr
     assert link.is_symlink() and json.loads(real.read_text())["results"][0]["model"] == "evaltiny"
+
+
+# --- imports -----------------------------------------------------------------------------------------
+
+
+def _two_vip_files(reference: Path, tmp_path: Path) -> tuple[Path, Path]:
+    from s2mlp_cli import create_model
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    save_file(create_model("vip_tiny").state_dict(), str(other))
+    return reference / "vip_tiny_official.pth.tar", other
+
+
+def test_an_import_killed_before_its_record_keeps_the_previous_import(
+    zoo: Path, reference: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from s2mlp_cli import files, hub
+    from s2mlp_cli.zoo import get_card
+
+    first, second = _two_vip_files(reference, tmp_path)
+    card = get_card("vip_tiny")
+    good = hub.import_file(card, first)
+
+    real = files.atomic_path
+
+    def killed_at_the_record(target):
+        if Path(target).name == "source.json":
+            raise KeyboardInterrupt  # the process dies between writing the file and naming it
+        return real(target)
+
+    monkeypatch.setattr(hub, "atomic_path", killed_at_the_record)
+    with pytest.raises(KeyboardInterrupt):
+        hub.import_file(card, second)
+    monkeypatch.setattr(hub, "atomic_path", real)
+    again = hub.resolve(card)  # the previous import, intact and still the source
+    assert again.sha256 == good.sha256 and Path(again.path).is_file()
+
+
+def test_concurrent_imports_end_in_one_consistent_state(zoo: Path, reference: Path, tmp_path: Path) -> None:
+    import threading
+
+    from s2mlp_cli import hub
+    from s2mlp_cli.zoo import get_card
+
+    files_ = _two_vip_files(reference, tmp_path)
+    card = get_card("vip_tiny")
+    errors: list[BaseException] = []
+
+    def importer(k: int) -> None:
+        try:
+            for i in range(3):
+                hub.import_file(card, files_[(k + i) % 2])
+        except BaseException as e:
+            errors.append(e)
+
+    def reader() -> None:
+        try:
+            for _ in range(15):
+                try:
+                    hub.resolve(card, check_fit=False)
+                except WeightsUnavailableError:
+                    pass  # no import has finished yet
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=importer, args=(k,)) for k in range(4)]
+    threads.append(threading.Thread(target=reader))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    final = hub.resolve(card)  # whichever import came last, whole and verified
+    folder = Path(final.path).parent
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == [Path(final.path).name]
+    assert not list(folder.glob(".*.tmp"))
+
+
+# --- labels ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["webdataset", "parquet"])
+@pytest.mark.parametrize("bad", [-1, 1000, 5000])
+def test_shard_labels_out_of_range_are_refused_when_scanning(tmp_path, items_small, layout, bad) -> None:
+    from s2mlp_cli.data import DataError, find_dataset
+
+    labels = [3, 4, 5, bad, 6, 7]
+    root = getattr(fi, layout)(tmp_path / "shards", items_small, labels)
+    with pytest.raises(DataError, match=f"label '{bad}' is not an ImageNet-1k class index"):
+        find_dataset(root)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"a.JPEG,\xff\xfe3\n", "a.JPEG,1\nb.JPEG,\u00b2\n".encode(), "a.JPEG,1\nb.JPEG,\u0663\n".encode()],
+    ids=["not-utf8", "superscript-two", "arabic-three"],
+)
+def test_a_labels_file_with_odd_bytes_is_a_clear_error(tmp_path, items_small, content) -> None:
+    from s2mlp_cli.data import DataError, find_dataset
+
+    fi.labels_file(tmp_path / "imgs", items_small, [1] * len(items_small), as_wnid=False)
+    root, bad = tmp_path / "imgs", tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        find_dataset(root, labels=bad)
+    assert "UTF-8" in str(info.value) or "neither a wnid nor an index" in str(info.value)
+
+
+def _flat_set(tmp_path: Path, items: list) -> Path:
+    """Flat ILSVRC2012_val_* images, every one labelled class 1, with a devkit beside them."""
+    named = [(f"ILSVRC2012_val_{i + 1:08d}.JPEG", data) for i, (_, data) in enumerate(items)]
+    return fi.flat_with_devkit(tmp_path / "flat", named, [1] * len(items))
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "-3", "x"])
+def test_devkit_ids_outside_1_to_1000_are_a_clear_error(tmp_path, items_small, value) -> None:
+    from s2mlp_cli.data import DataError, find_dataset
+
+    root = _flat_set(tmp_path, items_small)
+    truth = tmp_path / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt"
+    lines = truth.read_text().split()
+    lines[2] = value
+    truth.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"ground_truth.txt:3: .* is not an ILSVRC2012_ID"):
+        find_dataset(root)
+
+
+@pytest.mark.parametrize(
+    "meta", [b"", b"MATLAB 5.0 MAT-file" + b"\0" * 10, None], ids=["empty", "cut", "no-synsets"]
+)
+def test_an_empty_or_damaged_meta_mat_is_a_clear_error(tmp_path, items_small, meta) -> None:
+    from scipy.io import savemat
+
+    from s2mlp_cli.data import DataError, find_dataset
+
+    root = _flat_set(tmp_path, items_small)
+    path = tmp_path / "ILSVRC2012_devkit_t12" / "data" / "meta.mat"
+    if meta is None:
+        savemat(str(path), {"other": [1, 2, 3]})
+    else:
+        path.write_bytes(meta)
+    with pytest.raises(DataError, match="not a readable ILSVRC2012 devkit meta.mat"):
+        find_dataset(root)
+
+
+def test_an_unreadable_class_folder_is_left_out_not_fatal(tmp_path, items_small, monkeypatch) -> None:
+    from s2mlp_cli.data import find_dataset, synsets
+
+    labels = [1, 1, 2, 2, 3, 3]
+    root = fi.class_folders(tmp_path / "val", items_small, labels)
+    locked = root / synsets()[2]
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    ds = find_dataset(root)
+    assert sorted({s.label for s in ds.samples}) == [1, 3]
+    assert any("could not be read" in n and synsets()[2] in n for n in ds.notes)
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_out_of_memory_while_decoding_is_an_error_not_a_skipped_image(
+    setup, tmp_path, items_small, monkeypatch, workers
+) -> None:  # noqa: F811
+    from s2mlp_cli import data
+
+    weights, labels, _ = setup
+    root = fi.class_folders(tmp_path / "val", items_small, labels[: len(items_small)])
+    real = data.decode
+    calls = []
+
+    def decode_oom(raw: bytes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError
+        return real(raw)
+
+    monkeypatch.setattr(data, "decode", decode_oom)
+    out = tmp_path / "r.json"
+    code, doc, stderr = run_eval(
+        weights, "--data", str(root), "--no-cache", "--workers", workers, "--output", str(out)
+    )
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert [ln for ln in stderr.splitlines() if ln.startswith("Error:")] == [
+        "Error: out of memory while decoding or evaluating images (MemoryError); no result was computed. "
+        "Lower --batch-size or --workers, or free memory"
+    ]
+    assert "skipped" not in stderr
+    assert not out.exists()  # no result file claims a number
+
+
+# --- bench processes ---------------------------------------------------------------------------------
+
+
+def test_a_cpu_allocation_failure_is_out_of_memory_and_auto_batch_retries(zoo: Path, monkeypatch) -> None:
+    from s2mlp_cli import bench
+
+    real = bench._input
+
+    def allocate(spec, batch, img_size):
+        if batch > 2:
+            torch.empty(1 << 50, dtype=torch.uint8)  # a real refusal of the CPU allocator (1 PiB)
+        return real(spec, batch, img_size)
+
+    monkeypatch.setattr(bench, "_input", allocate)
+    r = bench.measure(bench.Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2))
+    assert r.status == "oom" and "out of memory at batch 8" in r.detail
+    assert "can't allocate memory" in r.extra["oom_message"]
+    r = bench.measure(bench.Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2, auto_batch=True))
+    assert r.status == "ok" and r.batch_size == 2 and "batch 8 ran out of memory; measured at 2" in r.detail
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has stopped; only its parent's reaping is left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killing_bench_stops_its_worker(zoo: Path, tmp_path: Path, sig: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "s2mlp_cli", "bench", "--variant", "tiny", "--batch-size", "2"]
+    cmd += ["--warmup", "0", "--iters", "1000000", "--timeout", "600", "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, workers = time.monotonic() + 90, []
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    assert workers, "no worker started"
+    while _cpu_seconds(workers[0]) < 10 and time.monotonic() < deadline:  # built (~5 s) and timing by then
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    code = proc.wait(timeout=30)
+    stderr = proc.stderr.read()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "the worker outlived bench"
+    if sig == "SIGTERM":
+        assert code == 143 and "Traceback" not in stderr, stderr
+        assert json.loads(out.read_text())["partial"] is True  # what was finished is kept, marked partial

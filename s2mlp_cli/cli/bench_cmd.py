@@ -89,7 +89,7 @@ def bench_command(
             f"interrupted: {len(e.doc['results'])} row(s) kept"
             + (f", written to {opts.output}" if opts.output else "")
         )
-        ctx.exit(130)
+        ctx.exit(128 + e.signum)  # 130 for Ctrl-C, 143 for SIGTERM
     show(doc, as_json, report.bench_tables)
     rows = doc["results"]
     if not any(r["status"] == "ok" for r in rows):
