@@ -31,8 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,14 +348,13 @@ class Worker:
     def prepare(self) -> Result | None:
         """Place the model and warm up, halving the batch on out-of-memory when allowed; a final row if
         it cannot run, else None."""
-        import torch
 
         spec, batch = self.spec, self.spec.batch_size
         while True:
             try:
                 self._warm(batch)
                 break
-            except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+            except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
                 if not out_of_memory(e):
                     raise
                 self.net = self.x = None
@@ -409,13 +407,12 @@ class Worker:
 
     def finish(self) -> Result:
         """Peak memory of inference, then training throughput when asked."""
-        import torch
 
         self.result.peak_memory_mib = self.peak_memory()
         if self.spec.train:
             try:
                 _train(self.model, self.result, self.spec, self.result.batch_size, self.img_size)
-            except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+            except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
                 if not out_of_memory(e):
                     raise
                 _free(self.spec.device)
@@ -754,24 +751,25 @@ class BenchInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: the workers are stopped and the finished rows kept."""
+class _SigtermAsInterrupt:
+    """SIGTERM, handled as Ctrl-C is (the workers stopped, the finished rows kept); `signum` says which
+    signal stopped the run. Only the main thread may set handlers: elsewhere SIGTERM keeps its default."""
 
+    signum = signal.SIGINT
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; a library caller's thread keeps the default
-        return
+    def __enter__(self) -> _SigtermAsInterrupt:
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
 
-    def handler(signum: int, frame: Any) -> None:
-        raise _Terminated("terminated")
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signal.SIGTERM
+        raise KeyboardInterrupt("terminated")
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def run(
@@ -796,17 +794,15 @@ def run(
     )
     before = _machine_state()
     rows: list[dict[str, Any]] = []
-    interrupted, signum = False, signal.SIGINT
+    interrupted, stop = False, _SigtermAsInterrupt()
     try:
-        with _sigterm_as_interrupt():
+        with stop:
             for b in plan.batch_sizes:
                 bs1_here = 1 not in plan.batch_sizes and b == plan.batch_sizes[0]
                 rows += _run_batch(opts, plan, b, bs1_here, on_row)
     except KeyboardInterrupt as e:
         interrupted = True
         rows += getattr(e, "rows", [])
-        if isinstance(e, _Terminated) or getattr(e, "terminated", False):
-            signum = signal.SIGTERM
     _share_bs1(rows)
     add_ratios(rows, plan.models)
     _record_machine(env, before, _machine_state())
@@ -818,15 +814,14 @@ def run(
     if opts.plot and not interrupted:
         draw_plot(rows, str(opts.plot))
     if interrupted:
-        raise BenchInterrupted(doc, signum)
+        raise BenchInterrupted(doc, stop.signum)
     return doc
 
 
 class _RoundsInterrupted(KeyboardInterrupt):
-    def __init__(self, rows: list[dict[str, Any]], terminated: bool = False) -> None:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
         super().__init__("interrupted")
         self.rows = rows
-        self.terminated = terminated
 
 
 def _run_batch(
@@ -867,7 +862,7 @@ def _run_batch(
             if on_row:
                 on_row(row)
         return rows
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt:
         partial = []
         for i, p in enumerate(procs):  # rows whose rounds had started still say what they measured
             if p.row is not None and p.row["status"] != "ok":
@@ -879,7 +874,7 @@ def _run_batch(
                 row["peak_memory_mib"] = peaks.get(i)
                 summarize(row, times[i], bs1_times[i] or None)
                 partial.append(row)
-        raise _RoundsInterrupted(partial, isinstance(e, _Terminated)) from None
+        raise _RoundsInterrupted(partial) from None
     finally:
         for p in procs:
             p.close()

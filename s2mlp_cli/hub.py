@@ -27,7 +27,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
-from s2mlp_cli.files import _umask, atomic_path, s2mlp_home
+from s2mlp_cli.files import atomic_path, s2mlp_home
 from s2mlp_cli.zoo import Card
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -380,9 +379,9 @@ def _download(card: Card, src: Source, progress: bool) -> Path:
     except BaseException as e:
         if etag is not None:
             _drop_stale_partials(src, etag)  # this run's partial file too: nothing half-written stays
-        if isinstance(e, HubError | KeyboardInterrupt | SystemExit) or not isinstance(e, Exception):
-            raise
-        raise _download_error(e, src, url) from e
+        if isinstance(e, Exception) and not isinstance(e, HubError):
+            raise _download_error(e, src, url) from e
+        raise
     return path  # `_verify_hub_file` checks where it resolves before anything reads it
 
 
@@ -517,30 +516,32 @@ def _drop_stale_partials(src: Source, etag: str | None = None) -> None:
             continue
         if not _inside(partial, hub_cache()):
             continue
-        with _unlocked(locks / f"{name}.lock") as free:
+        with _flock(locks / f"{name}.lock", wait=False) as free:
             if free:
                 partial.unlink(missing_ok=True)
 
 
 @contextmanager
-def _unlocked(lock: Path) -> Iterator[bool]:
-    """True (holding the lock meanwhile) when no process holds `lock`, the lock file huggingface_hub
-    takes while it downloads a blob; False when one does."""
+def _flock(lock: Path, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive flock on `lock` for the block. `wait=True` creates the file and waits its turn;
+    `wait=False` (huggingface_hub's per-blob lock, held while it downloads) never creates it and yields
+    False when another process holds it. The kernel drops the lock of a killed process. Without flock
+    (Windows) the block runs unlocked when it would wait, and is told False when it would not."""
     try:
         import fcntl
-    except ImportError:  # Windows: the client's lock is not an flock; leave partials alone
-        yield False
+    except ImportError:
+        yield wait
         return
     try:
-        fd = os.open(lock, os.O_RDWR)
+        fd = os.open(lock, os.O_RDWR | (os.O_CREAT if wait else 0), 0o666)
     except FileNotFoundError:
-        yield True
+        yield True  # nobody has ever locked it
         return
     except OSError:
         yield False
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except OSError:
         os.close(fd)
         yield False
@@ -738,21 +739,11 @@ def _imported_file(card: Card, record: dict[str, Any] | None = None) -> Path:
 
 @contextmanager
 def _variant_lock(card: Card) -> Iterator[None]:
-    """Imports (and `pull --repo`) of one variant, one at a time across processes; the kernel drops the
-    lock of a killed process."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: each step is still atomic on its own
-        yield
-        return
+    """Imports (and `pull --repo`) of one variant, one at a time across processes."""
     folder = _imported_dir(card)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _flock(folder / ".lock", wait=True):
         yield
-    finally:
-        os.close(fd)
 
 
 def _collect(card: Card, keep: Path | None) -> None:
@@ -794,17 +785,12 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> Pu
     folder = _imported_dir(card)
     meta = {"kind": "import", "variant": card.name, "source": source.name, "source_sha256": source_sha}
     with _variant_lock(card):
-        fd, name = tempfile.mkstemp(prefix=".incoming.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            save_file(state_dict, name, metadata={k: str(v) for k, v in meta.items()} | {"format": "pt"})
-            sha = file_sha256(tmp)
-            target = folder / f"{sha[:16]}.safetensors"
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, target)  # named by its content: replacing a same-named file changes nothing
-        finally:
-            tmp.unlink(missing_ok=True)
+        incoming = folder / ".incoming.safetensors"  # under the lock: one import at a time uses the name
+        with atomic_path(incoming) as tmp:
+            save_file(state_dict, str(tmp), metadata={k: str(v) for k, v in meta.items()} | {"format": "pt"})
+        sha = file_sha256(incoming)
+        target = folder / f"{sha[:16]}.safetensors"
+        os.replace(incoming, target)  # named by its content: replacing a same-named file changes nothing
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         record = {**meta, "sha256": sha, "file": target.name, "imported_at": now}
         with atomic_path(folder / "source.json") as tmp:
@@ -851,11 +837,11 @@ def _verify_imported(card: Card, retry: bool = True) -> Pulled:
         ) from None
     if sha != expected:
         with _variant_lock(card):
-            if _record(card) != record:  # another import replaced it meanwhile: check that one instead
-                if retry:
-                    return _verify_imported(card, retry=False)
-            else:
+            replaced = _record(card) != record  # another import finished meanwhile
+            if not replaced:
                 _discard(target, record_path)
+        if replaced and retry:
+            return _verify_imported(card, retry=False)  # check that one instead
         raise HubError(
             f"{card.name}: the imported weights changed on disk since they were imported "
             f"(sha256 {sha[:16]}…, recorded {expected[:16]}…) and were removed",

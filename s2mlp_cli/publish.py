@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s2mlp_cli import hub
+from s2mlp_cli import hub, report
 from s2mlp_cli.errors import ProblemsError, S2MLPError
 from s2mlp_cli.zoo import Card, get_card
 
@@ -272,22 +272,20 @@ def _eval_section(evidence: Evidence) -> list[str]:
     if not evidence.eval_rows:
         return []
     env = evidence.eval_env
-    lines = [
-        "## Evaluation",
-        "",
-        "From the `s2mlp eval` result file given at push time.",
-        "",
-        "| model | top-1 | top-5 | loss | images | skipped | set | device | dtype | date |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    columns: list[report.Column] = [
+        ("model", lambda r: r["model"]),
+        ("top-1", lambda r: _cell(r.get("top1"), ".3f")),
+        ("top-5", lambda r: _cell(r.get("top5"), ".3f")),
+        ("loss", lambda r: _cell(r.get("loss"), ".5f")),
+        ("images", lambda r: _cell(r.get("images"), ",")),
+        ("skipped", lambda r: _cell(r.get("skipped"), "d")),
+        ("set", lambda r: r.get("set") or "-"),
+        ("device", lambda r: _device(env)),
+        ("dtype", lambda r: r.get("dtype") or env.get("dtype") or "-"),
+        ("date", lambda r: env.get("date") or "not recorded"),
     ]
-    for r in evidence.eval_rows:
-        lines.append(
-            f"| {r['model']} | {_cell(r.get('top1'), '.3f')} | {_cell(r.get('top5'), '.3f')} | "
-            f"{_cell(r.get('loss'), '.5f')} | {_cell(r.get('images'), ',')} | "
-            f"{_cell(r.get('skipped'), 'd')} | "
-            f"{r.get('set') or '-'} | {_device(env)} | {r.get('dtype') or env.get('dtype') or '-'} | "
-            f"{env.get('date') or 'not recorded'} |"
-        )
+    lines = ["## Evaluation", "", "From the `s2mlp eval` result file given at push time.", ""]
+    lines += report.markdown_table(columns, evidence.eval_rows)
     sha = {r.get("weights_sha256") for r in evidence.eval_rows} - {None}
     lines += [
         "",
@@ -301,24 +299,24 @@ def _bench_section(evidence: Evidence) -> list[str]:
     if not evidence.bench_rows:
         return []
     env = evidence.bench_env
-    lines = [
-        "## Speed",
-        "",
-        "From the `s2mlp bench` result file given at push time.",
-        "",
-        "| model | batch | images/s | IQR | ms bs1 p50 | peak MiB | device | dtype | date |",
-        "|---|---|---|---|---|---|---|---|---|",
+
+    def iqr(r: dict[str, Any]) -> str:
+        low, high = r.get("throughput_iqr") or [None, None]
+        return f"{_cell(low, '.1f')}–{_cell(high, '.1f')}"
+
+    columns: list[report.Column] = [
+        ("model", lambda r: r["model"]),
+        ("batch", lambda r: _cell(r.get("batch_size"), "d")),
+        ("images/s", lambda r: _cell(r.get("throughput"), ".1f")),
+        ("IQR", iqr),
+        ("ms bs1 p50", lambda r: _cell((r.get("latency_bs1_ms") or {}).get("p50"), ".2f")),
+        ("peak MiB", lambda r: _cell(r.get("peak_memory_mib"), ".0f")),
+        ("device", lambda r: _device(env)),
+        ("dtype", lambda r: env.get("dtype") or "-"),
+        ("date", lambda r: env.get("date") or "not recorded"),
     ]
-    for r in evidence.bench_rows:
-        iqr = r.get("throughput_iqr") or [None, None]
-        lat = (r.get("latency_bs1_ms") or {}).get("p50")
-        lines.append(
-            f"| {r['model']} | {_cell(r.get('batch_size'), 'd')} | {_cell(r.get('throughput'), '.1f')} | "
-            f"{_cell(iqr[0], '.1f')}–{_cell(iqr[1], '.1f')} | {_cell(lat, '.2f')} | "
-            f"{_cell(r.get('peak_memory_mib'), '.0f')} | {_device(env)} | {env.get('dtype') or '-'} | "
-            f"{env.get('date') or 'not recorded'} |"
-        )
-    return lines + [""]
+    lines = ["## Speed", "", "From the `s2mlp bench` result file given at push time.", ""]
+    return lines + report.markdown_table(columns, evidence.bench_rows) + [""]
 
 
 def _cell(value: Any, spec: str) -> str:

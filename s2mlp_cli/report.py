@@ -83,13 +83,18 @@ def to_csv(doc: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
+def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A Markdown table's lines: the header, the rule, one line per row (a `|` in a cell escaped)."""
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(cell(r).replace("|", "\\|") for _, cell in columns) + " |")
+    return lines
+
+
 def to_markdown(doc: dict[str, Any], columns: Sequence[Column], title: str) -> str:
     if doc.get("partial"):
         title += " (partial: interrupted)"
-    lines = [f"### {title}", "", "| " + " | ".join(h for h, _ in columns) + " |"]
-    lines.append("|" + "|".join("---" for _ in columns) + "|")
-    for r in doc["results"]:
-        lines.append("| " + " | ".join(cell(r).replace("|", "\\|") for _, cell in columns) + " |")
+    lines = [f"### {title}", "", *markdown_table(columns, doc["results"])]
     lines += ["", "Environment:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["env"].items()]
     lines += [f"- warning: {w}" for w in doc.get("warnings", [])]
