@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader
 
 from s2mlp_cli import cache
 from s2mlp_cli.data import EvalSet, find_dataset, normalize, synsets
-from s2mlp_cli.evaluate import Options, Shard, _source
+from s2mlp_cli.evaluate import Options, Shard
+from s2mlp_cli.evaluate.feed import source as _source
 from s2mlp_cli.zoo import Preprocess
 
 SIZE, CROP, INTERP = 224, 0.9, "bicubic"  # S²-MLPv2's eval transform
@@ -63,7 +64,7 @@ class TimmStyle(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         s = self.samples[i]
-        return self.transform(Image.open(s.source[1]).convert("RGB")), s.label
+        return self.transform(Image.open(s.source.file).convert("RGB")), s.label
 
 
 def run_timm(samples, workers: int, batch_size: int) -> float:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2mlp_cli.models import create_model
-from s2mlp_cli.models.s2mlpv2 import S2Attention, spatial_shift1, spatial_shift2
+from s2mlp_cli.api import create_model
+from s2mlp_cli.arch import spatial_shift1, spatial_shift2
+from s2mlp_cli.arch.s2mlpv2 import S2Attention
 
 # one representative per family, at the S²-MLPv2-S scale where the family has one
 MODELS = ["s2mlpv2_small", "vip_s7", "gfnet_s", "gfnet_h_s", "s2mlp_deep", "mixer_s16_224"]

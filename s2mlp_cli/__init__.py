@@ -1,6 +1,16 @@
 """s2mlp: the S²-MLPv2 model zoo and command-line tool.
 
 Importing this package is cheap (no torch); `create_model` and `load_weights` import torch when called.
+The layers, each importing only those below it (a test enforces it):
+
+    errors, families, files, console, report     facts and plumbing, no torch
+    zoo, runtime                                  the cards; where and how models run
+    arch/, weights, stats, sources/, data/, cache the nets; reading checkpoints; verified weight files;
+                                                  images in, uint8 crops out
+    api                                           a file read into a model; create_model
+    models/                                       timm's face: registration on top of api
+    evaluate/, bench/, publish/, pull             the jobs, each a library call returning a document
+    cli/                                          one thin module per command: parse, call, print
 """
 
 from __future__ import annotations
@@ -8,11 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.version import __version__
 
 if TYPE_CHECKING:
     import torch
 
-__version__ = "0.1.0"
 __all__ = ["S2MLPError", "__version__", "create_model", "load_weights"]
 
 
@@ -33,6 +43,6 @@ def load_weights(model: torch.nn.Module, path: str, *, reset_head: bool = False)
 
     `reset_head=True` keeps the model's own classifier when the checkpoint has another number of classes.
     """
-    from s2mlp_cli.weights import load_weights as _load_weights
+    from s2mlp_cli.api import load_weights as _load_weights
 
     return _load_weights(model, path, reset_head=reset_head)

@@ -1,20 +1,24 @@
-"""Models with weights: what `s2mlp_cli.create_model(..., pretrained=True)` and timm's `pretrained=True`
-do, through the one resolver (`hub.resolve`) that eval, bench and pull use too.
+"""The one place that reads a weights file into a model: `load_weights`, the fit check of a file against a
+variant (`check_fits`, `suggest_variants`), verified weights for a variant (`pull`, `import_file`,
+`load_pretrained`) and `create_model(pretrained=...)`.
 
-Layer: zoo -> models -> weights -> hub -> api (here; with evaluate and bench) -> cli.
+Below: `arch` builds nets, `weights` reads checkpoint files, `sources` hands back verified paths. Above:
+`models` (timm's face), the jobs (`evaluate`, `bench`, `publish`, `pull`) and the CLI.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from s2mlp_cli import hub, models
-from s2mlp_cli.weights import load_weights
-from s2mlp_cli.zoo import get_card
+from s2mlp_cli import arch, sources
+from s2mlp_cli.sources.store import check_import_source, commit_import
+from s2mlp_cli.weights import HEAD, fit_state_dict, read_state_dict
+from s2mlp_cli.zoo import Card, cards, get_card
 
 
 def create_model(
@@ -28,38 +32,123 @@ def create_model(
     img_size: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    **arch: Any,
+    **arch_args: Any,
 ) -> nn.Module:
     """A zoo model by card name or alias; with `pretrained=True`, its verified weights loaded strictly.
 
     Weights come from `weights` (a file), else `repo` / `revision` / `filename` (a Hub file), else the
-    source last pulled or imported for the variant, else the card's. `arch` replaces constructor
+    source last pulled or imported for the variant, else the card's. `arch_args` replace constructor
     arguments (e.g. `num_classes=10`), `img_size` the input size; `device` / `dtype` place the model.
     """
     given = {"weights": weights, "repo": repo, "revision": revision, "filename": filename}
     if any(given.values()) and not pretrained:
         raise TypeError(f"{', '.join(k for k, v in given.items() if v)} only apply with pretrained=True")
-    model = models.create_model(name, img_size=img_size, **arch)
+    card = get_card(name)
+    model = arch.create(card, img_size=img_size, **arch_args)
     if pretrained:
-        load_pretrained(model, name, **given)
+        load_pretrained(model, card, **given)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
 
 
+def load_weights(model: nn.Module, path: str | Path, *, reset_head: bool = False) -> nn.Module:
+    """Load a .safetensors or official .pth / .pth.tar checkpoint into `model` strictly; returns the model.
+
+    With `reset_head=True`, a classifier whose shape differs from the checkpoint's (another num_classes)
+    keeps the model's own fresh head; everything else must still match exactly.
+    """
+    state_dict = fit(model, read_state_dict(path), Path(path).name, reset_head=reset_head)
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def fit(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, reset_head: bool = False
+) -> dict[str, torch.Tensor]:
+    """`state_dict` converted for `model` with its family's filter, or a WeightsError naming the misfit and
+    the variants the tensors would fit."""
+    return fit_state_dict(
+        model,
+        state_dict,
+        source,
+        reset_head=reset_head,
+        filter_fn=arch.checkpoint_filter(model),
+        suggest=suggest_variants,
+    )
+
+
+def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = None) -> list[str]:
+    """Zoo variants whose keys and shapes (head aside) match this state dict; built on the meta device."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not HEAD.match(k)}
+    fits = []
+    for card in cards().values():
+        if card.name == exclude or card.family_facts.from_timm:
+            continue
+        try:
+            model = arch.create(card, device="meta")
+        except Exception:  # a card that cannot be built here suggests nothing
+            continue
+        theirs = {k: tuple(v.shape) for k, v in model.state_dict().items() if not HEAD.match(k)}
+        if theirs == shapes:
+            fits.append(card.name)
+    return fits
+
+
+def check_fits(card: Card, path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The file's state dict, fitted to the variant strictly (keys and shapes). The variant is built on
+    the meta device, so the check costs no memory beyond the file's tensors."""
+    return fit(arch.create(card, device="meta"), read_state_dict(path), what)
+
+
 def load_pretrained(
     model: nn.Module,
-    name: str,
+    card: Card,
     weights: str | Path | None = None,
     repo: str | None = None,
     revision: str | None = None,
     filename: str | None = None,
     *,
     progress: bool = True,
-) -> hub.Pulled:
+) -> sources.Pulled:
     """Resolve the variant's weights and load them into `model` strictly; returns where they came from."""
-    pulled = hub.resolve(
-        get_card(name), weights, repo, revision, filename, progress=progress, check_fit=False
-    )
+    pulled = sources.resolve(card, weights, repo, revision, filename, progress=progress)
     load_weights(model, pulled.path)  # strict: this is the fit check
     return pulled
+
+
+def pull(
+    card: Card,
+    repo: str | None = None,
+    revision: str | None = None,
+    filename: str | None = None,
+    *,
+    weights: str | Path | None = None,
+    refresh: bool = False,
+    progress: bool = True,
+) -> sources.Pulled:
+    """A variant's verified weights, checked to fit it strictly; a Hub source the caller named is
+    remembered as the variant's source from then on (what `s2mlp pull` does)."""
+    pulled = sources.resolve(card, weights, repo, revision, filename, refresh=refresh, progress=progress)
+    check_fits(card, pulled.path, pulled.source)
+    if weights is None and pulled.origin == "given":
+        sources.remember(card, sources.hub_source(card, repo, revision, filename))
+    return replace(pulled, verified="strict load") if weights is not None else pulled
+
+
+def import_file(card: Card, source: str | Path, sha256: str | None = None) -> sources.Pulled:
+    """Check a checkpoint the user downloaded by hand, convert it to safetensors in our store, record it.
+
+    The file is read safely (`weights.read_state_dict`), must hash to `sha256` (or the card's pin for a
+    variant without a Hub repo) when one is given, and must load strictly into the variant.
+    """
+    from safetensors.torch import save_file
+
+    source = Path(source).expanduser()
+    source_sha, against = check_import_source(card, source, sha256)
+    state_dict = check_fits(card, source, source.name)
+    # own storage for every tensor: safetensors refuses shared or strided ones
+    state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    return commit_import(
+        card, source, source_sha, against, lambda path, meta: save_file(state_dict, str(path), metadata=meta)
+    )

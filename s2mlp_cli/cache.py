@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s2mlp_cli.data import Sample
+from s2mlp_cli.data.samples import Sample
+from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.files import s2mlp_home
 from s2mlp_cli.zoo import Preprocess
 
-VERSION = 1
+VERSION = 2  # 2: samples name their place as typed records, not tuples
 CROPS, META = "crops.u8", "meta.json"
 MIN_FREE = 1 << 30  # leave at least 1 GiB free beyond the cache
 
@@ -54,7 +55,7 @@ def fingerprint(samples: list[Sample], prep: Preprocess) -> str:
     h = hashlib.sha256(json.dumps({"v": VERSION, "geometry": prep.geometry, **_decoders()}).encode())
     stats: dict[str, tuple[int, int]] = {}
     for s in samples:
-        path = str(s.source[1])
+        path = s.source.file
         if path not in stats:
             st = os.stat(path)
             stats[path] = (st.st_size, st.st_mtime_ns)
@@ -193,14 +194,15 @@ def entries() -> list[dict[str, Any]]:
 
 def clear(names: list[str] | None = None) -> list[dict[str, Any]]:
     """Remove the named entries (all when None); returns what was removed. Unknown names raise."""
-    from s2mlp_cli.errors import S2MLPError
-
     present = {e["name"]: e for e in entries()}
     if names:
         unknown = [n for n in names if n not in present]
         if unknown:
             raise S2MLPError(
-                f"no cache entry named {', '.join(unknown)} (see `s2mlp cache list`)", param="names"
+                f"no cache entry named {', '.join(unknown)}",
+                param="names",
+                next_step="cache_list",
+                advice="the cache's listing names them",
             )
         chosen = [present[n] for n in names]
     else:

@@ -1,19 +1,22 @@
-"""Expected failures: the CLI turns these into one-line messages (exit 1), never tracebacks.
+"""Every expected failure of the library, in one place: the CLI turns these into one-line messages.
 
-Library messages say what went wrong in library terms. Where the user has a next step, the error carries
-it as `next_step` (a code, e.g. "import" or "own_weights") with the `variant`, and the CLI adds the
-command that does it (`s2mlp_cli.cli._errors`); the library never names a command-line flag.
+Library messages say what went wrong in library terms and never name a command-line flag or command.
+Where the user has a next step, the error carries it as `next_step` (a code, e.g. "import" or
+"own_weights") with the `variant`; `advice` is that step in library words, appended to the message for
+Python callers. The CLI replaces the advice with the command that does it (`s2mlp_cli.cli._errors`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class S2MLPError(Exception):
     """An expected failure whose message already says what went wrong.
 
     `param` names the argument at fault (a usage problem: the CLI maps it to its flag and exits 2);
-    `next_step` / `variant` say what the user can do about it; `advice` is that step in library terms,
-    appended to the message (the CLI replaces it with the command).
+    `next_step` / `variant` / `step_args` say what the user can do about it (`step_args`: arguments of
+    that step, e.g. the Hub file a pull should fetch); `advice` is that step in library terms.
     """
 
     def __init__(
@@ -24,12 +27,15 @@ class S2MLPError(Exception):
         next_step: str | None = None,
         variant: str | None = None,
         advice: str | None = None,
+        step_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message + (f"; {advice}" if advice else ""))
         self.message = message
         self.param = param
         self.next_step = next_step
         self.variant = variant
+        self.advice = advice
+        self.step_args = dict(step_args or {})
 
 
 class ProblemsError(S2MLPError):
@@ -57,3 +63,19 @@ class UnknownModelError(S2MLPError, KeyError):
 
 class WeightsUnavailableError(S2MLPError):
     """Pretrained weights were asked for but none can be had for this variant."""
+
+
+class WeightsError(S2MLPError):
+    """A weights file that cannot be read safely, or does not fit the model."""
+
+
+class HubError(S2MLPError):
+    """A download that failed, or a file that did not verify."""
+
+
+class DataError(S2MLPError):
+    """A dataset that cannot be found, read or labelled."""
+
+
+class PushError(S2MLPError):
+    """A push that could not be made; nothing was committed."""

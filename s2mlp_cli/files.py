@@ -1,7 +1,9 @@
-"""Writing result and weights files so that a failure never leaves a half-written one; where ours live."""
+"""Files we write: atomically (a failure never leaves a half-written one), hashed, locked, and only
+inside the folders we own."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -45,3 +47,50 @@ def s2mlp_home() -> Path:
     if env := os.environ.get("S2MLP_HOME"):
         return Path(env).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "s2mlp"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, every link followed, lies under `root`."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
+
+
+@contextmanager
+def flock(lock: Path, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive flock on `lock` for the block. `wait=True` creates the file and waits its turn;
+    `wait=False` (huggingface_hub's per-blob lock, held while it downloads) never creates it and yields
+    False when another process holds it. The kernel drops the lock of a killed process. Without flock
+    (Windows) the block runs unlocked when it would wait, and is told False when it would not."""
+    try:
+        import fcntl
+    except ImportError:
+        yield wait
+        return
+    try:
+        fd = os.open(lock, os.O_RDWR | (os.O_CREAT if wait else 0), 0o666)
+    except FileNotFoundError:
+        yield True  # nobody has ever locked it
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.close(fd)  # releases the lock

@@ -25,7 +25,16 @@ from s2mlp_cli.files import write_text_atomic
 
 FORMATS = (".json", ".csv", ".md")
 Column = tuple[str, Callable[[dict[str, Any]], str]]
-__all__ = ["FORMATS", "document", "write", "write_text_atomic", "to_csv", "eval_tables", "bench_tables"]
+__all__ = [
+    "FORMATS",
+    "document",
+    "write",
+    "write_text_atomic",
+    "to_csv",
+    "to_json",
+    "eval_tables",
+    "bench_tables",
+]
 
 
 def output_format(path: str) -> str:

@@ -1,4 +1,5 @@
-"""Where and how models run, shared by `eval` and `bench`: device choice, math mode, the environment block."""
+"""Where and how models run, shared by `eval` and `bench`: device choice, math mode, autocast, and the
+environment block every result carries."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import subprocess
 from typing import Any
 
 from s2mlp_cli.errors import ProblemsError, S2MLPError
+
+DEVICES = ("auto", "cuda", "cpu")
+AMP = ("none", "bf16", "fp16")  # autocast dtypes
 
 
 def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
@@ -15,7 +19,7 @@ def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
 
     import torch
 
-    from s2mlp_cli import __version__
+    from s2mlp_cli.version import __version__
 
     env: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -121,3 +125,14 @@ def device_for(device: str, amp: str) -> str:
     if (problem := amp_problem(resolved, amp)) is not None:
         raise ProblemsError([problem])
     return resolved
+
+
+def autocast(device: str, amp: str):
+    """The autocast context of `amp` ("none", "bf16", "fp16") on `device`; a no-op for "none"."""
+    import contextlib
+
+    import torch
+
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)

@@ -1,4 +1,5 @@
-"""One checkpoint loader for every family and every on-disk layout.
+"""One checkpoint reader for every family and every on-disk layout, and the strict fit of its tensors to
+a model. No model is built here (that is `s2mlp_cli.api`, which calls this with the family's filter).
 
 Reads .safetensors, and .pth / .pth.tar / .bin files as the official training scripts saved them: weights
 under `model` or `state_dict`, DDP's `module.` prefix, extra entries (optimizer, epoch, args) ignored.
@@ -9,29 +10,22 @@ one class allowed beyond tensors, so a file that would run arbitrary code on loa
 from __future__ import annotations
 
 import argparse
-import importlib
 import pickle
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from s2mlp_cli import families
-from s2mlp_cli.errors import S2MLPError
-from s2mlp_cli.models import create_model
-from s2mlp_cli.zoo import Card, cards
+from s2mlp_cli.errors import WeightsError
 
 # Where training scripts nest the weights, in the order we look (timm's CheckpointSaver, DeiT/GFNet, ...).
 _NESTED = ("state_dict", "model", "module", "state_dict_ema", "model_ema")
-_HEAD = re.compile(r"^head\.")
-
-
-class WeightsError(S2MLPError):
-    """A weights file that cannot be read safely, or does not fit the model."""
-
+HEAD = re.compile(r"^head\.")
+Filter = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
+Suggest = Callable[[dict[str, torch.Tensor], str], list[str]]
 
 _LOAD_LOCK = threading.Lock()  # torch's safe_globals is process-wide: one thread's exit would end another's
 
@@ -116,49 +110,37 @@ def _strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return state_dict
 
 
-def _filter_fn(model: nn.Module):
-    """Our family module's `checkpoint_filter_fn`, where it needs one (GFNet resizes filters there).
-
-    Wrapper prefixes are already gone (`read_state_dict`). timm's own filters convert foreign formats
-    and are not applied to files meant for timm's layout.
-    """
-    name = type(model).__module__
-    if not name.startswith("s2mlp_cli.models."):
-        return None
-    return getattr(importlib.import_module(name), "checkpoint_filter_fn", None)
-
-
-def load_weights(model: nn.Module, path: str | Path, *, reset_head: bool = False) -> nn.Module:
-    """Load a checkpoint file into `model` strictly; returns the model.
-
-    With `reset_head=True`, a classifier whose shape differs from the checkpoint's (another num_classes)
-    keeps the model's own fresh head; everything else must still match exactly.
-    """
-    state_dict = fit_state_dict(model, read_state_dict(path), Path(path).name, reset_head=reset_head)
-    model.load_state_dict(state_dict, strict=True)
-    return model
-
-
 def fit_state_dict(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, reset_head: bool = False
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    source: str,
+    *,
+    reset_head: bool = False,
+    filter_fn: Filter | None = None,
+    suggest: Suggest | None = None,
 ) -> dict[str, torch.Tensor]:
-    """`state_dict` converted for `model` (family filter, fresh head), or a WeightsError naming the misfit.
+    """`state_dict` converted for `model` (the family's `filter_fn`, a fresh head), or a WeightsError
+    naming the misfit (and, from `suggest`, the variants the file would fit).
 
     Works on a model built on the meta device, so a file can be checked without allocating the model.
     """
-    if (fn := _filter_fn(model)) is not None:
-        state_dict = fn(state_dict, model)
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
     expected = model.state_dict()
     if reset_head:
-        for key in [k for k in state_dict if _HEAD.match(k)]:
+        for key in [k for k in state_dict if HEAD.match(k)]:
             if key in expected and state_dict[key].shape != expected[key].shape:
                 state_dict[key] = expected[key]
-    _check_fit(model, state_dict, expected, source)
+    _check_fit(model, state_dict, expected, source, suggest)
     return state_dict
 
 
 def _check_fit(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    source: str,
+    suggest: Suggest | None,
 ) -> None:
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -185,11 +167,11 @@ def _check_fit(
         k = wrong[0]
         parts.append(f"shape of {k} is {tuple(state_dict[k].shape)}, the model's {tuple(expected[k].shape)}")
     message = f"{source} does not fit {name}: {'; '.join(parts)}"
-    if wrong and all(_HEAD.match(k) for k in wrong) and not (missing or unexpected):
+    if wrong and all(HEAD.match(k) for k in wrong) and not (missing or unexpected):
         message += (
             "; it has another number of classes: load it with reset_head=True to keep the model's own head"
         )
-    elif fits := suggest_variants(state_dict, exclude=name):
+    elif suggest is not None and (fits := suggest(state_dict, name)):
         message += f"; it looks like a checkpoint of {', '.join(fits)}"
     raise WeightsError(message)
 
@@ -202,29 +184,3 @@ def _kind(t: torch.Tensor) -> str:
     if t.is_floating_point():
         return "float"
     return "bool" if t.dtype == torch.bool else "int"
-
-
-def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = None) -> list[str]:
-    """Zoo variants whose keys and shapes (head aside) match this state dict; built on the meta device."""
-    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not _HEAD.match(k)}
-    fits = []
-    for card in cards().values():
-        if card.name == exclude or families.get(card.family).from_timm:
-            continue
-        try:
-            with torch.device("meta"):
-                model = create_model(card.name)
-        except Exception:  # a card that cannot be built here suggests nothing
-            continue
-        theirs = {k: tuple(v.shape) for k, v in model.state_dict().items() if not _HEAD.match(k)}
-        if theirs == shapes:
-            fits.append(card.name)
-    return fits
-
-
-def check_fits(card: Card, path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """The file's state dict, fitted to the variant strictly (keys and shapes). The variant is built on
-    the meta device, so the check costs no memory beyond the file's tensors."""
-    with torch.device("meta"):
-        model = create_model(card.name)
-    return fit_state_dict(model, read_state_dict(path), what)

@@ -225,6 +225,15 @@ class Card:
     sources: dict[str, str] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
 
+    @property
+    def family_facts(self) -> families.Family:
+        return families.get(self.family)
+
+    @property
+    def stride(self) -> int | None:
+        """Input pixels per final token (None for timm-built baselines)."""
+        return self.family_facts.stride(self.arch)
+
     def to_dict(self) -> dict[str, Any]:
         """The card as its YAML reads, for `info --json`."""
         p, w = self.preprocess, self.weights
@@ -250,23 +259,6 @@ class Card:
             "peers": list(self.peers),
             "sources": dict(self.sources),
         }
-
-
-# the constructors' default patch sizes, for cards that do not state one
-_DEFAULT_PATCH = {"s2mlpv2": 7, "vip": 7, "s2mlp": 16, "gfnet": 16, "gfnet_pyramid": 4}
-
-
-def total_stride(card: Card) -> int | None:
-    """Input pixels per final token of one of our models (None for timm-built baselines)."""
-    if card.family not in _DEFAULT_PATCH:
-        return None
-    arch = card.arch
-    patch = arch.get("patch_size", _DEFAULT_PATCH[card.family])
-    if card.family in ("s2mlpv2", "vip"):
-        return patch * 2 ** sum(bool(t) for t in arch["transitions"][:-1])
-    if card.family == "gfnet_pyramid":
-        return patch * 2 ** (len(arch.get("depth", (2, 2, 10, 4))) - 1)
-    return patch
 
 
 def zoo_dir() -> Path:
@@ -339,13 +331,20 @@ def load_cards(directory: Path | None = None) -> dict[str, Card]:
 
 
 @cache
-def _default_cards() -> dict[str, Card]:
-    return load_cards()
+def _parsed(directory: Path, stamp: tuple) -> dict[str, Card]:
+    return load_cards(directory)
 
 
 def cards() -> dict[str, Card]:
-    """The shipped zoo (parsed once per process)."""
-    return _default_cards() if "S2MLP_ZOO" not in os.environ else load_cards()
+    """The zoo in `zoo_dir()`, parsed once per process for as long as its files are unchanged."""
+    directory = zoo_dir()
+    try:
+        stamp = tuple(
+            (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(directory.glob("*.yaml"))
+        )
+    except OSError:
+        stamp = ()
+    return _parsed(directory, stamp)
 
 
 def get_card(name: str) -> Card:
@@ -359,5 +358,8 @@ def get_card(name: str) -> Card:
     if key in lookup:
         return zoo[lookup[key]]
     close = difflib.get_close_matches(key, list(lookup), n=4, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `s2mlp list` shows them all"
-    raise UnknownModelError(f"unknown model {name!r}{hint}")
+    if close:
+        raise UnknownModelError(f"unknown model {name!r}; did you mean {', '.join(close)}?")
+    raise UnknownModelError(
+        f"unknown model {name!r}", next_step="list_models", advice="s2mlp_cli.zoo.cards() lists them all"
+    )

@@ -12,10 +12,10 @@ import torch
 from click.testing import CliRunner
 
 from s2mlp_cli import report
-from s2mlp_cli.bench import FAKE_OOM_ENV, Spec, add_ratios, draw_plot, expand_models, measure
+from s2mlp_cli.api import create_model
+from s2mlp_cli.bench import Row, Settings, Spec, add_ratios, draw_plot, expand_models, measure, summarize
 from s2mlp_cli.cli import main
 from s2mlp_cli.errors import S2MLPError
-from s2mlp_cli.models import create_model
 from s2mlp_cli.report import BENCH_COLUMNS
 from s2mlp_cli.stats import count_gmacs, count_params
 
@@ -56,7 +56,7 @@ def test_families_expand_to_the_variants_peers() -> None:
 
 
 def test_measure_reports_the_built_models_counts_and_a_consistent_schema(zoo: Path) -> None:
-    r = measure(Spec("tiny", batch_size=3, iters=4, warmup=1, bs1_iters=5)).to_dict()
+    r = measure(Spec("tiny", 3, Settings(iters=4, warmup=1), bs1_iters=5)).to_dict()
     assert r["status"] == "ok" and r["model"] == "s2mlpv2_tiny"
     model = create_model("tiny")
     assert r["params_m"] == round(count_params(model) / 1e6, 3)
@@ -66,32 +66,36 @@ def test_measure_reports_the_built_models_counts_and_a_consistent_schema(zoo: Pa
     assert lat["n"] == 4 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["max"]
     assert r["latency_bs1_ms"]["n"] == 5 and r["latency_bs1_ms"]["p50"] <= r["latency_bs1_ms"]["p99"]
     assert r["throughput"] == pytest.approx(3 / (lat["p50"] / 1000), rel=1e-3)
-    lo, hi = r["throughput_iqr"]
-    assert lo <= r["throughput"] <= hi
+    assert len(r["throughput_iqr"]) == 2 and r["round_throughputs"] == [r["throughput"]]  # one round
     assert r["peak_memory_mib"] >= r["extra"]["baseline_rss_mib"] > 0
     assert r["memory_kind"] == "peak RSS of the worker process"
     assert r["dtype"] == "float32" and r["paper_top1"] == 50.0 and r["threads"] == torch.get_num_threads()
 
 
+def test_summary_statistics_from_known_times() -> None:
+    """Throughput from the median call, the IQR from the 25th/75th percentile times (numpy's linear rule),
+    one throughput per round, and batch-1 latency from its own calls."""
+    r = Row("m", batch_size=4)
+    summarize(r, [[0.1, 0.2], [0.3, 0.5]], bs1=[0.01, 0.03, 0.02])
+    assert r.throughput == round(4 / 0.25, 2)  # median of 0.1, 0.2, 0.3, 0.5
+    assert r.throughput_iqr == [round(4 / 0.35, 2), round(4 / 0.175, 2)]  # p75 0.35, p25 0.175
+    assert r.round_throughputs == [round(4 / 0.15, 2), round(4 / 0.4, 2)]
+    assert r.latency_ms == {"p50": 250.0, "p90": 440.0, "mean": 275.0, "std": 170.783, "min": 100.0,
+                            "max": 500.0, "n": 4}  # fmt: skip
+    assert r.latency_bs1_ms == {"p50": 20.0, "p99": 29.8, "mean": 20.0, "n": 3, "measured_in_batch": 4}
+
+
 def test_training_throughput(zoo: Path) -> None:
-    r = measure(Spec("tiny", batch_size=2, iters=2, warmup=0, bs1_iters=2, train=True))
-    assert r.train_throughput > 0 and r.train_peak_memory_mib >= r.peak_memory_mib
-
-
-def test_out_of_memory_row_and_auto_batch(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(FAKE_OOM_ENV, "2")
-    r = measure(Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2))
-    assert r.status == "oom" and "out of memory at batch 8" in r.detail and "batch halving" in r.detail
-    assert r.throughput is None
-    r = measure(Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2, auto_batch=True))
-    assert r.status == "ok" and r.batch_size == 2 and r.requested_batch_size == 8
-    assert "batch 8 ran out of memory; measured at 2" in r.detail
+    r = measure(Spec("tiny", 2, Settings(iters=2, warmup=0, train=True), bs1_iters=2))
+    assert r.train_throughput > 0 and isinstance(r.train_peak_memory_mib, float)
+    note = f"train {r.train_throughput:.1f} img/s, {r.train_peak_memory_mib:.0f} MiB"
+    assert report.bench_note(r.to_dict()) == note
 
 
 def test_a_size_the_model_cannot_run_is_a_row_not_a_crash(zoo: Path) -> None:
-    r = measure(Spec("vip_tiny", batch_size=2, img_size=112, iters=2, warmup=0))
+    r = measure(Spec("vip_tiny", 2, Settings(img_size=112, iters=2, warmup=0)))
     assert r.status == "unsupported" and "ViP cannot run at img_size 112" in r.detail
-    r = measure(Spec("tiny", batch_size=2, img_size=10, iters=2, warmup=0))
+    r = measure(Spec("tiny", 2, Settings(img_size=10, iters=2, warmup=0)))
     assert r.status == "unsupported" and "smaller than the model's total stride" in r.detail
 
 
@@ -99,9 +103,8 @@ def test_cli_end_to_end_in_worker_processes(
     zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each model in its own process: ratios, rows that could not run, JSON schema, Markdown file."""
-    monkeypatch.setenv(FAKE_OOM_ENV, "1")  # every batch above 1 "runs out of memory"
     out_md = tmp_path / "res" / "bench.md"
-    args = ["bench", "--variant", "tiny", "--compare", "vip", "--img-size", "112", "--auto-batch", *QUICK]
+    args = ["bench", "--variant", "tiny", "--compare", "vip", "--img-size", "112", *QUICK]
     result = CliRunner().invoke(main, [*args, "--json", "--output", str(out_md)])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -118,7 +121,7 @@ def test_cli_end_to_end_in_worker_processes(
         "peak_memory_mib",
     ):
         assert key in tiny
-    assert tiny["status"] == "ok" and tiny["batch_size"] == 1 and tiny["requested_batch_size"] == 2
+    assert tiny["status"] == "ok" and tiny["batch_size"] == tiny["requested_batch_size"] == 2
     assert (
         tiny["throughput_ratio"] == 1.0 and tiny["memory_ratio"] == 1.0 and tiny["reference"] == tiny["model"]
     )
@@ -132,14 +135,9 @@ def test_ratios_are_to_the_s2mlpv2_variant_of_each_size_class() -> None:
     from s2mlp_cli.zoo import get_card
 
     def row(model, batch, throughput, rounds=None, status="ok"):
-        return {
-            "model": model,
-            "status": status,
-            "batch_size": batch,
-            "throughput": throughput,
-            "peak_memory_mib": None if throughput is None else 10 * throughput,
-            "round_throughputs": rounds,
-        }
+        memory = None if throughput is None else 10 * throughput
+        return Row(model, status, batch_size=batch, throughput=throughput, peak_memory_mib=memory,
+                   round_throughputs=rounds)  # fmt: skip
 
     benched = [get_card(n) for n in ("s2mlpv2_small", "s2mlpv2_medium", "vip_s7", "vip_m7", "vip_l7")]
     rows = [
@@ -152,14 +150,14 @@ def test_ratios_are_to_the_s2mlpv2_variant_of_each_size_class() -> None:
         row("vip_s7", 1, None, status="oom"),
     ]
     add_ratios(rows, benched)
-    assert [r["reference"] for r in rows] == [
+    assert [r.reference for r in rows] == [
         "s2mlpv2_small", "s2mlpv2_medium", "s2mlpv2_small", "s2mlpv2_medium", "s2mlpv2_medium",
         "s2mlpv2_small", None,
     ]  # fmt: skip
-    assert [r["throughput_ratio"] for r in rows] == [1.0, 1.0, 1.1, 1.1, 0.8, 1.0, None]
-    assert rows[2]["throughput_ratio_range"] == [1.0, 1.1]  # 20.9/19 and 21/21, round by round
-    assert rows[3]["throughput_ratio_range"] == [1.1, 1.2] and rows[4]["throughput_ratio_range"] is None
-    assert rows[3]["memory_ratio"] == 1.1
+    assert [r.throughput_ratio for r in rows] == [1.0, 1.0, 1.1, 1.1, 0.8, 1.0, None]
+    assert rows[2].throughput_ratio_range == [1.0, 1.1]  # 20.9/19 and 21/21, round by round
+    assert rows[3].throughput_ratio_range == [1.1, 1.2] and rows[4].throughput_ratio_range is None
+    assert rows[3].memory_ratio == 1.1
 
 
 def test_output_formats(tmp_path: Path) -> None:
@@ -234,22 +232,8 @@ def test_plot(tmp_path: Path, zoo: Path) -> None:
         assert result.exit_code == 1 and "pip install 's2mlp[plot]'" in result.stderr
         return
     rows = [
-        {
-            "model": "a",
-            "family": "s2mlpv2",
-            "status": "ok",
-            "throughput": 10.0,
-            "paper_top1": 80.0,
-            "params_m": 25.0,
-        },
-        {
-            "model": "b",
-            "family": "vip",
-            "status": "ok",
-            "throughput": 7.0,
-            "paper_top1": 79.0,
-            "params_m": 24.0,
-        },
+        Row("a", family="s2mlpv2", throughput=10.0, paper_top1=80.0, params_m=25.0),
+        Row("b", family="vip", throughput=7.0, paper_top1=79.0, params_m=24.0),
     ]
     draw_plot(rows, str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -257,7 +241,7 @@ def test_plot(tmp_path: Path, zoo: Path) -> None:
 
 @pytest.mark.gpu
 def test_cuda_bf16_channels_last(zoo: Path) -> None:
-    r = measure(Spec("tiny", batch_size=4, device="cuda", amp="bf16", channels_last=True, iters=3, warmup=1))
+    r = measure(Spec("tiny", 4, Settings(device="cuda", amp="bf16", channels_last=True, iters=3, warmup=1)))
     assert r.status == "ok" and r.memory_kind == "max_memory_allocated" and r.peak_memory_mib > 0
     assert r.dtype == "bfloat16 (autocast)"
 
@@ -298,17 +282,17 @@ def test_interleaved_rounds_give_each_model_a_throughput_per_round(zoo: Path) ->
     tiny, other = doc["results"]  # vip_tiny is the tiny S²-MLPv2's peer, so tiny is its reference
     assert len(tiny["round_throughputs"]) == len(other["round_throughputs"]) == 2
     assert tiny["latency_ms"]["n"] == other["latency_ms"]["n"] == 4
-    assert other["reference"] == "s2mlpv2_tiny" and len(other["throughput_ratio_range"]) == 2
-    lo, hi = other["throughput_ratio_range"]
-    assert lo <= hi
+    assert other["reference"] == "s2mlpv2_tiny"
+    per_round = [o / t for o, t in zip(other["round_throughputs"], tiny["round_throughputs"], strict=True)]
+    assert other["throughput_ratio_range"] == [round(min(per_round), 3), round(max(per_round), 3)]
     env = doc["env"]
     assert env["rounds"] == 2 and len(env["load_before"]) == 3 and "cpu_steal_pct" in env
 
 
 def test_ctrl_c_keeps_the_finished_rows(zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from s2mlp_cli import bench
+    from s2mlp_cli.bench import runner
 
-    real, calls = bench._Proc.receive, []
+    real, calls = runner._Proc.receive, []
 
     def receive(self):  # Ctrl-C arrives during the second batch size's rounds
         calls.append(self.spec.batch_size)
@@ -316,7 +300,7 @@ def test_ctrl_c_keeps_the_finished_rows(zoo: Path, tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt
         return real(self)
 
-    monkeypatch.setattr(bench._Proc, "receive", receive)
+    monkeypatch.setattr(runner._Proc, "receive", receive)
     out = tmp_path / "bench.json"
     args = "bench --variant tiny --batch-size 2,1 --iters 4 --rounds 4 --warmup 0".split()
     result = CliRunner().invoke(main, [*args, "--device", "cpu", "--output", str(out), "--json"])
@@ -336,16 +320,18 @@ def test_nothing_measured_is_a_failure(zoo: Path) -> None:
 
 
 def test_busy_machine_and_wide_spread_are_warned() -> None:
-    from s2mlp_cli.bench import _warnings
+    from dataclasses import replace
+
+    from s2mlp_cli.bench.compare import warnings
 
     env = {"load_before": [3.5, 2.0, 1.0], "cpu_count": 2, "cpu_steal_pct": 7.5}
-    row = {"model": "m", "status": "ok", "batch_size": 8, "throughput": 10.0, "throughput_iqr": [7.0, 12.0],
-           "throughput_ratio": 1.0, "throughput_ratio_range": [0.8, 1.3]}  # fmt: skip
-    quiet = {**row, "model": "q", "throughput_iqr": [9.8, 10.1], "throughput_ratio_range": [0.99, 1.01]}
-    text = " | ".join(_warnings(env, [row, quiet]))
+    row = Row("m", batch_size=8, throughput=10.0, throughput_iqr=[7.0, 12.0], throughput_ratio=1.0,
+              throughput_ratio_range=[0.8, 1.3])  # fmt: skip
+    quiet = replace(row, model="q", throughput_iqr=[9.8, 10.1], throughput_ratio_range=[0.99, 1.01])
+    text = " | ".join(warnings(env, [row, quiet]))
     assert "busy before the run (load average 3.5 on 2 cores)" in text and "7.5% of CPU time" in text
     assert "m at batch 8: wide spread" in text and "q at batch" not in text
-    assert _warnings({"load_before": [0.1, 0.1, 0.1], "cpu_count": 2}, [quiet]) == []
+    assert warnings({"load_before": [0.1, 0.1, 0.1], "cpu_count": 2}, [quiet]) == []
 
 
 def test_tables_stay_readable_at_100_columns() -> None:

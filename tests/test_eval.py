@@ -19,10 +19,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
+from s2mlp_cli.api import create_model
 from s2mlp_cli.cli import main
 from s2mlp_cli.data import DataError, Preprocess, decode, eval_transform, find_dataset, normalize, synsets
 from s2mlp_cli.evaluate import chance_warning
-from s2mlp_cli.models import create_model
 
 RANKS = [0, 2, 40]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

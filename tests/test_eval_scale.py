@@ -102,8 +102,9 @@ def test_no_cache_and_no_room_write_nothing(setup, val: Path, monkeypatch) -> No
 def test_an_interrupted_pass_leaves_no_entry(setup, val: Path, monkeypatch) -> None:  # noqa: F811
     weights, _, _ = setup
     import s2mlp_cli.evaluate as evaluate
+    from s2mlp_cli.evaluate import loop
 
-    original = evaluate.normalize
+    original = loop.normalize
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -112,7 +113,7 @@ def test_an_interrupted_pass_leaves_no_entry(setup, val: Path, monkeypatch) -> N
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "normalize", interrupted)
+    monkeypatch.setattr(loop, "normalize", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate.run(
             evaluate.EvalOptions(["evaltiny"], val, weights=weights, device="cpu", workers=0, batch_size=4)

@@ -24,8 +24,8 @@ from test_pull import fake_hub, run, tiny_weights  # noqa: F401 (fixture)
 
 from s2mlp_cli.cli import main
 from s2mlp_cli.data import decode
-from s2mlp_cli.errors import WeightsUnavailableError
-from s2mlp_cli.weights import WeightsError, read_state_dict
+from s2mlp_cli.errors import WeightsError, WeightsUnavailableError
+from s2mlp_cli.weights import read_state_dict
 
 
 def one_line(code: int, stderr: str, expected: int, *needles: str) -> None:
@@ -104,9 +104,9 @@ def test_fake_hub_fault_matrix(fake_hub: FakeHub, monkeypatch, fault, needle) ->
 
     import huggingface_hub.constants
 
-    from s2mlp_cli import hub
+    from s2mlp_cli.sources import download
 
-    monkeypatch.setattr(hub, "STALL_S", 1.0)
+    monkeypatch.setattr(download, "STALL_S", 1.0)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
     data, _ = tiny_weights()
     fake_hub.add("testorg/hubtiny", {"model.safetensors": data})
@@ -174,7 +174,7 @@ def test_a_revision_or_filename_without_a_repository_to_apply_it_to_is_a_usage_e
 
 
 def test_every_hub_card_pins_a_commit_and_says_where_its_pins_come_from() -> None:
-    from s2mlp_cli.hub import hub_source
+    from s2mlp_cli.sources import hub_source
     from s2mlp_cli.zoo import cards
 
     hub_cards = [c for c in cards().values() if c.weights.repo]
@@ -262,7 +262,7 @@ def test_text_and_odd_pickles_are_clear_errors_without_unsafe_advice(tmp_path: P
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bool, torch.complex64, torch.int64], ids=str)
 def test_tensors_of_another_dtype_do_not_load_strictly(zoo: Path, tmp_path: Path, dtype) -> None:
     from s2mlp_cli import create_model
-    from s2mlp_cli.weights import load_weights
+    from s2mlp_cli.api import load_weights
 
     model = create_model("hubtiny")
     state = {k: v.to(dtype) if k == "head.weight" else v for k, v in model.state_dict().items()}
@@ -392,12 +392,13 @@ def _two_vip_files(reference: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_an_import_killed_before_its_record_keeps_the_previous_import(
     zoo: Path, reference: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from s2mlp_cli import files, hub
+    from s2mlp_cli import api, files, sources
+    from s2mlp_cli.sources import store
     from s2mlp_cli.zoo import get_card
 
     first, second = _two_vip_files(reference, tmp_path)
     card = get_card("vip_tiny")
-    good = hub.import_file(card, first)
+    good = api.import_file(card, first)
 
     real = files.atomic_path
 
@@ -406,18 +407,18 @@ def test_an_import_killed_before_its_record_keeps_the_previous_import(
             raise KeyboardInterrupt  # the process dies between writing the file and naming it
         return real(target)
 
-    monkeypatch.setattr(hub, "atomic_path", killed_at_the_record)
+    monkeypatch.setattr(store, "atomic_path", killed_at_the_record)
     with pytest.raises(KeyboardInterrupt):
-        hub.import_file(card, second)
-    monkeypatch.setattr(hub, "atomic_path", real)
-    again = hub.resolve(card)  # the previous import, intact and still the source
+        api.import_file(card, second)
+    monkeypatch.setattr(store, "atomic_path", real)
+    again = sources.resolve(card)  # the previous import, intact and still the source
     assert again.sha256 == good.sha256 and Path(again.path).is_file()
 
 
 def test_concurrent_imports_end_in_one_consistent_state(zoo: Path, reference: Path, tmp_path: Path) -> None:
     import threading
 
-    from s2mlp_cli import hub
+    from s2mlp_cli import api, sources
     from s2mlp_cli.zoo import get_card
 
     files_ = _two_vip_files(reference, tmp_path)
@@ -427,7 +428,7 @@ def test_concurrent_imports_end_in_one_consistent_state(zoo: Path, reference: Pa
     def importer(k: int) -> None:
         try:
             for i in range(3):
-                hub.import_file(card, files_[(k + i) % 2])
+                api.import_file(card, files_[(k + i) % 2])
         except BaseException as e:
             errors.append(e)
 
@@ -435,7 +436,7 @@ def test_concurrent_imports_end_in_one_consistent_state(zoo: Path, reference: Pa
         try:
             for _ in range(15):
                 try:
-                    hub.resolve(card, check_fit=False)
+                    sources.resolve(card)
                 except WeightsUnavailableError:
                     pass  # no import has finished yet
         except BaseException as e:
@@ -448,7 +449,7 @@ def test_concurrent_imports_end_in_one_consistent_state(zoo: Path, reference: Pa
     for t in threads:
         t.join()
     assert not errors, errors
-    final = hub.resolve(card)  # whichever import came last, whole and verified
+    final = sources.resolve(card)  # whichever import came last, whole and verified
     folder = Path(final.path).parent
     assert sorted(p.name for p in folder.glob("*.safetensors")) == [Path(final.path).name]
     assert not list(folder.glob(".*.tmp"))
@@ -544,11 +545,11 @@ def test_an_unreadable_class_folder_is_left_out_not_fatal(tmp_path, items_small,
 def test_out_of_memory_while_decoding_is_an_error_not_a_skipped_image(
     setup, tmp_path, items_small, monkeypatch, workers
 ) -> None:  # noqa: F811
-    from s2mlp_cli import data
+    from s2mlp_cli.data import images
 
     weights, labels, _ = setup
     root = fi.class_folders(tmp_path / "val", items_small, labels[: len(items_small)])
-    real = data.decode
+    real = images.decode
     calls = []
 
     def decode_oom(raw: bytes):
@@ -557,15 +558,15 @@ def test_out_of_memory_while_decoding_is_an_error_not_a_skipped_image(
             raise MemoryError
         return real(raw)
 
-    monkeypatch.setattr(data, "decode", decode_oom)
+    monkeypatch.setattr(images, "decode", decode_oom)
     out = tmp_path / "r.json"
     code, doc, stderr = run_eval(
         weights, "--data", str(root), "--no-cache", "--workers", workers, "--output", str(out)
     )
     assert code == 1 and "Traceback" not in stderr, stderr
     assert [ln for ln in stderr.splitlines() if ln.startswith("Error:")] == [
-        "Error: out of memory while decoding or evaluating images (MemoryError); no result was computed. "
-        "Lower --batch-size or --workers, or free memory"
+        "Error: out of memory while decoding or evaluating images (MemoryError); no result was computed; "
+        "lower --batch-size or --workers, or free memory"
     ]
     assert "skipped" not in stderr
     assert not out.exists()  # no result file claims a number
@@ -575,20 +576,21 @@ def test_out_of_memory_while_decoding_is_an_error_not_a_skipped_image(
 
 
 def test_a_cpu_allocation_failure_is_out_of_memory_and_auto_batch_retries(zoo: Path, monkeypatch) -> None:
-    from s2mlp_cli import bench
+    from s2mlp_cli.bench import Settings, Spec, measure
+    from s2mlp_cli.bench import measurement as measuring
 
-    real = bench._input
+    real = measuring.make_input
 
-    def allocate(spec, batch, img_size):
+    def allocate(settings, batch, img_size):
         if batch > 2:
             torch.empty(1 << 50, dtype=torch.uint8)  # a real refusal of the CPU allocator (1 PiB)
-        return real(spec, batch, img_size)
+        return real(settings, batch, img_size)
 
-    monkeypatch.setattr(bench, "_input", allocate)
-    r = bench.measure(bench.Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2))
+    monkeypatch.setattr(measuring, "make_input", allocate)
+    r = measure(Spec("tiny", 8, Settings(iters=2, warmup=0), bs1_iters=2))
     assert r.status == "oom" and "out of memory at batch 8" in r.detail
     assert "can't allocate memory" in r.extra["oom_message"]
-    r = bench.measure(bench.Spec("tiny", batch_size=8, iters=2, warmup=0, bs1_iters=2, auto_batch=True))
+    r = measure(Spec("tiny", 8, Settings(iters=2, warmup=0, auto_batch=True), bs1_iters=2))
     assert r.status == "ok" and r.batch_size == 2 and "batch 8 ran out of memory; measured at 2" in r.detail
 
 

@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save
 from test_baselines import read_reference
 from tinyzoo import TINY_S2, write_card
 
-from s2mlp_cli import create_model, hub
+from s2mlp_cli import create_model, sources
 from s2mlp_cli.cli import main
-from s2mlp_cli.errors import WeightsUnavailableError
+from s2mlp_cli.errors import HubError, WeightsUnavailableError
 from s2mlp_cli.zoo import get_card
 
 
@@ -139,7 +139,7 @@ def test_a_pin_the_file_does_not_match_is_refused(fake_hub: FakeHub, zoo: Path) 
     write_card(zoo, "hubtiny", "s2mlpv2", TINY_S2, repo="testorg/hubtiny", sha256="0" * 64)
     code, _, stderr = run("pull", "hubtiny")
     assert_one_line_error(code, stderr, "failed verification", "card sha256 pin", "deleted")
-    assert hub.cached_path(get_card("hubtiny")) is None
+    assert sources.cached_path(get_card("hubtiny")) is None
 
 
 def test_git_sha1_etag_of_a_non_lfs_file_is_checked(fake_hub: FakeHub) -> None:
@@ -161,7 +161,7 @@ def test_corrupt_transfer_is_deleted_and_never_used(fake_hub: FakeHub, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the bad file is not served later
     code, _, stderr = run("pull", "hubtiny")
     assert_one_line_error(code, stderr, "not in the cache")
-    with pytest.raises(hub.HubError, match="not in the cache"):
+    with pytest.raises(HubError, match="not in the cache"):
         create_model("hubtiny", pretrained=True)
 
     monkeypatch.delenv("HF_HUB_OFFLINE")  # once the Hub serves good bytes, a rerun fixes it

@@ -11,10 +11,11 @@ from torch import nn
 from torch.nn import functional as F
 
 import s2mlp_cli
+from s2mlp_cli.api import create_model
+from s2mlp_cli.arch import build, spatial_shift1, spatial_shift2
+from s2mlp_cli.arch.layers import Downsample
+from s2mlp_cli.arch.s2mlpv2 import S2Attention
 from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
-from s2mlp_cli.models import build, create_model
-from s2mlp_cli.models._common import Downsample
-from s2mlp_cli.models.s2mlpv2 import S2Attention, spatial_shift1, spatial_shift2
 from s2mlp_cli.stats import count_gmacs, count_params
 
 TINY = dict(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2mlp_cli.models.s2mlpv2 import spatial_shift1, spatial_shift2
+from s2mlp_cli.arch import spatial_shift1, spatial_shift2
 
 # One channel per quarter, H=3, W=4 (not square, so an H/W swap cannot pass); value = 10*h + w.
 GRID = torch.tensor([[0.0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 22, 23]])

@@ -24,8 +24,8 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
 import s2mlp_cli.models  # noqa: F401 (registers our models with timm)
-from s2mlp_cli.models import build
-from s2mlp_cli.weights import load_weights
+from s2mlp_cli.api import load_weights
+from s2mlp_cli.arch import build
 
 TINY = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 64, 64], transitions=[True, False, False, False])
 

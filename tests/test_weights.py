@@ -13,8 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import s2mlp_cli
-from s2mlp_cli.models import build, create_model
-from s2mlp_cli.weights import WeightsError, read_state_dict
+from s2mlp_cli.api import create_model
+from s2mlp_cli.arch import build
+from s2mlp_cli.errors import WeightsError
+from s2mlp_cli.weights import read_state_dict
 
 
 def reference_model(reference: Path, name: str):

@@ -53,8 +53,9 @@ def test_names_aliases_and_suggestions() -> None:
     assert get_card("MEDIUM").name == "s2mlpv2_medium"
     with pytest.raises(UnknownModelError, match="did you mean .*medium"):
         get_card("mediun")
-    with pytest.raises(UnknownModelError, match="s2mlp list"):
+    with pytest.raises(UnknownModelError, match=r"zoo.cards\(\) lists them all") as e:
         get_card("zzzzzz")
+    assert e.value.next_step == "list_models"  # the CLI names its command: `s2mlp list` shows them all
 
 
 def test_a_valid_copy_loads(tmp_path: Path) -> None:

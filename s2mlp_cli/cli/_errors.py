@@ -29,25 +29,33 @@ FLAGS = {
     "filename": "--filename",
     "names": "ENTRY",
 }
+# the library's next steps (`S2MLPError.next_step`) as the commands and flags that take them
 STEPS = {
     "own_weights": "to use your own: s2mlp pull {v} --repo ORG/NAME, or s2mlp pull {v} --from FILE{weights}",
     "import": "then import it: s2mlp pull {v} --from FILE",
     "pull_online": "run `s2mlp pull {v}` while online first",
     "give_devkit": "pass --devkit DIR",
     "use_cpu": "use --device cpu",
+    "smaller_batch": "lower --batch-size or --workers, or free memory",
+    "list_models": "`s2mlp list` shows them all",
+    "cache_list": "see `s2mlp cache list`",
+    "json_result": "write it with --output FILE.json",
+    "eval_pushed": "evaluate the file you push (`s2mlp eval --weights FILE --output X.json`)",
 }
 
 
 def say(e: S2MLPError, command: str | None) -> str:
-    """One problem in the command line's words."""
-    if e.param:
-        return f"{FLAGS.get(e.param, e.param)}: {e.message}"
+    """One problem in the command line's words: its flag first, then what went wrong, then the command
+    that is the next step."""
+    text = f"{FLAGS.get(e.param, e.param)}: {e.message}" if e.param else e.message
     if e.next_step in STEPS:
         weights = ", or --weights FILE" if command in ("eval", "bench") else ""
-        given = getattr(e, "pull_args", {})  # the Hub file the caller named, as pull's flags
+        given = e.step_args  # e.g. the Hub file the caller named, as pull's flags
         target = " ".join([e.variant or "VARIANT"] + [f"--{k} {v}" for k, v in given.items() if v])
-        return f"{e.message}; {STEPS[e.next_step].format(v=target, weights=weights)}"
-    return str(e)
+        return f"{text}; {STEPS[e.next_step].format(v=target, weights=weights)}"
+    if e.advice:
+        return f"{text}; {e.advice}"
+    return text
 
 
 def to_click(e: S2MLPError, command: str | None) -> click.ClickException:

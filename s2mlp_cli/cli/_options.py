@@ -7,8 +7,10 @@ from typing import Any
 
 import click
 
+from s2mlp_cli.cli._errors import say
 from s2mlp_cli.console import out, print_json, warn
 from s2mlp_cli.errors import UnknownModelError
+from s2mlp_cli.runtime import AMP, DEVICES
 from s2mlp_cli.zoo import Card, get_card
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON to stdout.")
@@ -19,7 +21,7 @@ def resolve_card(name: str, param_hint: str = "VARIANT") -> Card:
     try:
         return get_card(name)
     except UnknownModelError as e:
-        raise click.BadParameter(str(e), param_hint=param_hint) from e
+        raise click.BadParameter(say(e, None), param_hint=param_hint) from e
 
 
 def split(value: str | None) -> list[str]:
@@ -29,10 +31,8 @@ def split(value: str | None) -> list[str]:
 def run_options(what: str) -> Callable[[Callable], Callable]:
     """The options eval and bench share: device, math mode, memory format, compile, outputs."""
     options = [
-        click.option(
-            "--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True
-        ),
-        click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option("--amp", type=click.Choice(AMP), default="none", show_default=True),
         click.option(
             "--channels-last", is_flag=True, help="Channels-last memory format for model and input."
         ),

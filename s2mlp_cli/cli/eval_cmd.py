@@ -9,6 +9,8 @@ import click
 from s2mlp_cli.cli._errors import to_click
 from s2mlp_cli.cli._options import run_options, show, split
 from s2mlp_cli.errors import ProblemsError
+from s2mlp_cli.evaluate.request import DECODE
+from s2mlp_cli.zoo import INTERPOLATIONS
 
 
 def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -41,9 +43,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option(
     "--crop-pct", type=click.FloatRange(0.1, 1.0), callback=_finite, help="Override the card's crop fraction."
 )
-@click.option(
-    "--interpolation", type=click.Choice(["bicubic", "bilinear", "nearest"]), help="Override the filter."
-)
+@click.option("--interpolation", type=click.Choice(INTERPOLATIONS), help="Override the filter.")
 @click.option("--mean", callback=_triple, help="Override normalisation mean, e.g. 0.5,0.5,0.5.")
 @click.option("--std", callback=_triple, help="Override normalisation std.")
 @click.option("--batch-size", type=click.IntRange(1), help="Default: 256 on GPU, 32 on CPU.")
@@ -60,7 +60,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 )
 @click.option(
     "--decode",
-    type=click.Choice(["cpu", "gpu"]),
+    type=click.Choice(DECODE),
     default="cpu",
     show_default=True,
     help="gpu: nvJPEG decode and antialiased resize on the GPU (close to, not equal to, the exact cpu path).",

@@ -10,7 +10,7 @@ from rich.text import Text
 from s2mlp_cli import families
 from s2mlp_cli.cli._options import json_option
 from s2mlp_cli.console import out, print_json
-from s2mlp_cli.hub import status
+from s2mlp_cli.sources import status
 from s2mlp_cli.zoo import cards
 
 

@@ -10,9 +10,7 @@ from rich.text import Text
 from s2mlp_cli.cli._errors import say
 from s2mlp_cli.cli._options import json_option, resolve_card
 from s2mlp_cli.console import err, out, print_json
-from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
-from s2mlp_cli.hub import REPO_ID
-from s2mlp_cli.zoo import cards
+from s2mlp_cli.sources.places import REPO_ID
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -102,38 +100,18 @@ def pull_command(
     if sha256 and not _SHA256.match(sha256):
         raise click.BadParameter("expected 64 hex digits", param_hint="--sha256")
 
-    from s2mlp_cli import hub, report
+    from s2mlp_cli import report
+    from s2mlp_cli.pull import PullOptions, run
 
-    if pull_all:
-        targets = list(cards().values())
-    else:
-        targets = list({c.name: c for c in map(resolve_card, variants)}.values())
-
-    rows, failures = [], []
-    for card in targets:
-        if pull_all:
-            try:
-                hub.choose(card)
-            except WeightsUnavailableError as e:
-                rows.append({"variant": card.name, "status": "skipped", "detail": say(e, "pull")})
-                continue
-        try:
-            if from_file:
-                pulled = hub.import_file(card, from_file, sha256)
-            else:
-                pulled = hub.pull(card, repo, revision, filename, refresh=refresh, progress=not as_json)
-        except S2MLPError as e:
-            if len(targets) == 1:
-                raise
-            failures.append(card.name)
-            rows.append({"variant": card.name, "status": "failed", "detail": say(e, "pull")})
-            err.print(Text(f"error: {say(e, 'pull')}", style="red"))
-            continue
-        rows.append({"status": "cached" if pulled.cached else "pulled", **pulled.to_dict()})
-
+    targets = () if pull_all else tuple(map(resolve_card, variants))
+    opts = PullOptions(targets, pull_all, repo, revision, filename, from_file, sha256, refresh, not as_json)
+    done = run(opts, say=lambda e: say(e, "pull"))
+    for row in done["rows"]:
+        if row["status"] == "failed":
+            err.print(Text(f"error: {row['detail']}", style="red"))
     if as_json:
-        print_json(rows)
+        print_json(done["rows"])
     else:
-        out.print(report.pull_table(rows))
-    if failures:
-        raise click.ClickException(f"{len(failures)} of {len(targets)} failed: {', '.join(failures)}")
+        out.print(report.pull_table(done["rows"]))
+    if failed := done["failed"]:
+        raise click.ClickException(f"{len(failed)} of {done['total']} failed: {', '.join(failed)}")

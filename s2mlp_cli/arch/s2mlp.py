@@ -10,19 +10,19 @@ then a final LayerNorm, mean over tokens and a linear head, as in MLP-Mixer whic
 """
 
 import torch
-from timm.layers import DropPath, Mlp
 from torch import nn
 from torch.nn import functional as F
 
-from s2mlp_cli.models._common import (
-    IsotropicModel,
+from s2mlp_cli.arch.layers import (
     PatchEmbed,
+    PreNormBlock,
     check_min_size,
     drop_path_rates,
     init_weights,
+    spatial_shift1,
     tracing,
 )
-from s2mlp_cli.models.s2mlpv2 import spatial_shift1
+from s2mlp_cli.arch.model import IsotropicModel
 
 
 class ShiftMixing(nn.Module):
@@ -36,20 +36,6 @@ class ShiftMixing(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.mlp1(x))  # (B, H, W, C)
         return self.mlp2(spatial_shift1(x))
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, *, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = ShiftMixing(dim)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class S2MLP(IsotropicModel):
@@ -78,7 +64,12 @@ class S2MLP(IsotropicModel):
         self.img_size = img_size
         self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
         rates = drop_path_rates(drop_path_rate, depth)
-        self.blocks = nn.Sequential(*(Block(embed_dim, mlp_ratio=mlp_ratio, drop_path=p) for p in rates))
+        self.blocks = nn.Sequential(
+            *(
+                PreNormBlock(embed_dim, ShiftMixing(embed_dim), mlp_ratio=mlp_ratio, drop_path=p)
+                for p in rates
+            )
+        )
         self.feature_info = [
             {"num_chs": embed_dim, "reduction": patch_size, "module": f"blocks.{i}"} for i in range(depth)
         ]

@@ -1,90 +1,13 @@
-"""Parts shared by the pyramid MLP families (ViP, S²-MLPv2): stem, downsampling, stage layout, init.
-
-ViP (Hou et al., "Vision Permutator", arXiv 2106.12368, github.com/Andrew-Qibin/VisionPermutator)
-defines the skeleton; S²-MLPv2 reuses it exactly, so both build `network` with `build_network`.
-"""
-
-from collections.abc import Callable, Sequence
+"""The timm model API every family shares (classifier, features, pruning, training helpers), and the two
+skeletons: ViP's pyramid (ViP, S²-MLPv2) and one isotropic stage (S²-MLP, GFNet)."""
 
 import torch
-from timm.layers import trunc_normal_
+from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch import nn
-from torch.fx import _symbolic_trace
-from torch.utils.checkpoint import checkpoint as _checkpoint
+from torch.utils.checkpoint import checkpoint
 
-
-def checkpoint(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return _checkpoint(module, x, use_reentrant=False)
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches: (B, 3, H, W) -> (B, C, H/p, W/p)."""
-
-    def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    """Between stages, channels-last: k=s=2 when the grid halves, k=s=1 when only the width changes."""
-
-    def __init__(self, in_dim: int, out_dim: int, patch_size: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_dim, out_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-        x = self.proj(x)
-        return x.permute(0, 2, 3, 1)  # (B, C, H', W') -> (B, H', W', C')
-
-
-def check_stages(layers: Sequence[int], **per_stage: Sequence) -> None:
-    """Every per-stage list must have one entry per stage: a clear error instead of an IndexError."""
-    if not layers or any(int(n) < 1 for n in layers):
-        raise ValueError(f"layers must list at least one stage of >= 1 block, got {list(layers)}")
-    for name, values in per_stage.items():
-        if len(values) != len(layers):
-            raise ValueError(f"{name} has {len(values)} entries but layers has {len(layers)} stages")
-
-
-def drop_path_rates(rate: float, n: int) -> list[float]:
-    """Stochastic depth ramped linearly from 0 to `rate` over `n` blocks (every family's rule)."""
-    return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-
-
-def build_network(
-    layers: Sequence[int],
-    embed_dims: Sequence[int],
-    transitions: Sequence[bool],
-    make_block: Callable[[int, int, float], nn.Module],
-    drop_path_rate: float,
-) -> tuple[nn.ModuleList, int]:
-    """ViP's `network`: stage i, then a Downsample where transitions[i] or the width changes.
-
-    `make_block(stage, dim, drop_path)` builds one block. Drop path ramps linearly from 0 to
-    `drop_path_rate` over all blocks of all stages. Returns the network and its total stride after the stem.
-    """
-    rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
-    network: list[nn.Module] = []
-    stride = 1
-    for i, depth in enumerate(layers):
-        network.append(nn.Sequential(*(make_block(i, embed_dims[i], next(rates)) for _ in range(depth))))
-        if i == len(layers) - 1:
-            break
-        if transitions[i] or embed_dims[i] != embed_dims[i + 1]:
-            patch = 2 if transitions[i] else 1
-            network.append(Downsample(embed_dims[i], embed_dims[i + 1], patch))
-            stride *= patch
-    return nn.ModuleList(network), stride
-
-
-def check_min_size(size: int, stride: int, what: str = "img_size") -> None:
-    if size < stride:
-        raise ValueError(f"{what} {size} is smaller than the model's total stride {stride}")
+from s2mlp_cli.arch.layers import Downsample, init_weights
 
 
 def pyramid_steps(network: nn.ModuleList) -> list[tuple[nn.Module, bool]]:
@@ -118,30 +41,10 @@ def pyramid_group_matcher(coarse: bool) -> dict:
     }
 
 
-def init_weights(module: nn.Module) -> None:
-    """ViP's init: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0); convs keep torch's default."""
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
-# is_fx_symbolic_tracing (torch >= 2.6) is quiet; is_fx_tracing, its older name, warns on newer torch
-_is_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)
-
-
-def tracing() -> bool:
-    """True under torch.fx symbolic tracing, where Python checks on tensor shapes cannot run."""
-    return _is_tracing()
-
-
 def run(module: nn.Module, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
     """module(x), through activation checkpointing when asked (never under TorchScript)."""
     if checkpointed and not torch.jit.is_scripting():
-        return checkpoint(module, x)
+        return checkpoint(module, x, use_reentrant=False)
     return module(x)
 
 
@@ -292,10 +195,10 @@ class PyramidModel(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
-        for step in self.network:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(step, x)
-            else:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.network, x, use_reentrant=False)
+        else:
+            for step in self.network:
                 x = step(x)
         return self.norm(x)  # (B, h', w', C')
 
@@ -316,10 +219,10 @@ class IsotropicModel(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x)
-            else:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x, use_reentrant=False)
+        else:
+            for block in self.blocks:
                 x = block(x)
         return self.norm(x)
 

@@ -1,7 +1,7 @@
 """Global Filter Networks for Image Classification.
 
 Rao, Zhao, Zhu, Lu, Zhou; NeurIPS 2021, arXiv 2107.00645; official code github.com/raoyongming/GFNet.
-Written from the paper and checked against the official code's outputs (../shared/reference); the module
+Written from the paper and checked against the official code's outputs (tests/data/reference); the module
 and state_dict names are the official ones, so the published checkpoints load with strict=True.
 
 Tokens are kept channels-last on their grid, (B, h, w, C), throughout; the official code flattens them to
@@ -17,18 +17,10 @@ import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
-from s2mlp_cli.models._common import (
-    ClassifierModel,
-    Downsample,
-    IsotropicModel,
-    PatchEmbed,
-    check_stages,
-    checkpoint,
-    drop_path_rates,
-    init_weights,
-    tracing,
-)
+from s2mlp_cli.arch.layers import Downsample, PatchEmbed, check_stages, drop_path_rates, init_weights, tracing
+from s2mlp_cli.arch.model import ClassifierModel, IsotropicModel
 
 
 class GlobalFilter(nn.Module):
@@ -226,7 +218,7 @@ class GFNetPyramid(_GFNetBase):
             if i > 0:
                 x = down(x)  # channels-last 2x2 downsampling
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(stage, x)
+                x = checkpoint(stage, x, use_reentrant=False)
             else:
                 x = stage(x)
         return self.norm(x)

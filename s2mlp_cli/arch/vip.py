@@ -1,7 +1,7 @@
 """Vision Permutator: A Permutable MLP-Like Architecture for Visual Recognition.
 
 Hou, Jiang, Yuan, Cheng, Yan, Feng; arXiv 2106.12368; official code github.com/Andrew-Qibin/VisionPermutator.
-Written from the paper and checked against the official code's outputs (../shared/reference); the module
+Written from the paper and checked against the official code's outputs (tests/data/reference); the module
 and state_dict names are the official ones, so the published checkpoints load with strict=True.
 
 ViP's H- and W-mixing layers are Linear(C, C) over (grid side x C / segment_dim) features, so the token grid
@@ -11,18 +11,11 @@ side must equal `segment_dim` in every stage: a ViP model runs at one input size
 from collections.abc import Sequence
 
 import torch
-from timm.layers import DropPath, Mlp
+from timm.layers import Mlp
 from torch import nn
 
-from s2mlp_cli.models._common import (
-    PatchEmbed,
-    PyramidModel,
-    build_network,
-    check_stages,
-    init_weights,
-    pyramid_feature_info,
-    tracing,
-)
+from s2mlp_cli.arch.layers import PatchEmbed, PreNormBlock, build_network, check_stages, init_weights, tracing
+from s2mlp_cli.arch.model import PyramidModel, pyramid_feature_info
 
 
 class PermuteMLP(nn.Module):
@@ -53,32 +46,6 @@ class PermuteMLP(nn.Module):
         a = self.reweight(a).reshape(B, C, 3).permute(2, 0, 1).softmax(dim=0)  # (B, 3C) -> (3, B, C)
         a = a[:, :, None, None, :]  # (3, B, 1, 1, C)
         return self.proj(h * a[0] + w * a[1] + c * a[2])
-
-
-class PermutatorBlock(nn.Module):
-    """Pre-norm, two residuals, each scaled by 1 / skip_lam."""
-
-    def __init__(
-        self,
-        dim: int,
-        *,
-        segment_dim: int,
-        mlp_ratio: float = 3.0,
-        qkv_bias: bool = False,
-        skip_lam: float = 1.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = PermuteMLP(dim, segment_dim=segment_dim, qkv_bias=qkv_bias)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.skip_lam = skip_lam
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x))) / self.skip_lam
-        return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam
 
 
 class VisionPermutator(PyramidModel):
@@ -126,11 +93,10 @@ class VisionPermutator(PyramidModel):
             layers,
             embed_dims,
             transitions,
-            lambda i, dim, dpr: PermutatorBlock(
+            lambda i, dim, dpr: PreNormBlock(  # ViP's PermutatorBlock
                 dim,
-                segment_dim=segment_dim[i],
+                PermuteMLP(dim, segment_dim=segment_dim[i], qkv_bias=qkv_bias),
                 mlp_ratio=mlp_ratios[i],
-                qkv_bias=qkv_bias,
                 skip_lam=skip_lam,
                 drop_path=dpr,
             ),

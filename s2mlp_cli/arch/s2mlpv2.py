@@ -2,7 +2,7 @@
 
 Yu, Li, Cai, Sun, Li; arXiv 2108.01072. The authors released no code and no weights; this is written from the
 paper. It uses "the exact same pyramid structure" as ViP-S/7 and ViP-M/7 (stem, Downsample, final norm,
-mean pooling, head; see `_common.py`), with ViP's permute-MLP replaced by the S² token mixer:
+mean pooling, head; see `model.py`), with ViP's permute-MLP replaced by the S² token mixer:
 
     mlp1: Linear(c, 3c) -> [SS1(x1), SS2(x2), x3] -> split attention over the 3 branches -> mlp2: Linear(c, c)
 
@@ -12,71 +12,21 @@ Module and state_dict names mirror ViP's, so one mental model (and one loader) s
 from collections.abc import Sequence
 
 import torch
-from timm.layers import DropPath, Mlp
+from timm.layers import Mlp
 from torch import nn
 
-from s2mlp_cli.models._common import (
+from s2mlp_cli.arch.layers import (
     PatchEmbed,
-    PyramidModel,
+    PreNormBlock,
     build_network,
     check_min_size,
     check_stages,
     init_weights,
-    pyramid_feature_info,
+    spatial_shift1,
+    spatial_shift2,
     tracing,
 )
-
-
-def _shift(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
-    """One step along `axis` (1: H, 2: W) of (B, H, W, c), out of place; the border keeps its own value.
-
-    +1: out[i] = in[i - 1] (content moves to larger index), out[0] = in[0]; -1: out[i] = in[i + 1],
-    out[-1] = in[-1]. Shifting in place on overlapping views (as public ports do) smears row 0 across the
-    axis on CPU and races on GPU; torch.roll would wrap around instead of replicating the border.
-    """
-    n = x.shape[axis]
-    if step > 0:
-        return torch.cat([x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)], dim=axis)
-    return torch.cat([x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)], dim=axis)
-
-
-def _check_shift_input(x: torch.Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(
-            f"spatial shift expects a channels-last (B, H, W, C) tensor, got shape {tuple(x.shape)}"
-        )
-    if x.shape[-1] % 4:
-        raise ValueError(
-            f"spatial shift splits channels into 4 equal quarters; {x.shape[-1]} is not divisible by 4"
-        )
-
-
-def _shift_quarters(x: torch.Tensor, first: int, second: int) -> torch.Tensor:
-    """The four channel quarters shifted +1 and -1 along axis `first`, then +1 and -1 along `second`."""
-    if not torch.jit.is_scripting():  # TorchScript compiles no Python checks
-        if not tracing():  # nor can fx symbolic tracing run them
-            _check_shift_input(x)
-    q = x.shape[-1] // 4
-    parts = [x[..., :q], x[..., q : 2 * q], x[..., 2 * q : 3 * q], x[..., 3 * q :]]
-    return torch.cat(
-        [
-            _shift(parts[0], first, 1),
-            _shift(parts[1], first, -1),
-            _shift(parts[2], second, 1),
-            _shift(parts[3], second, -1),
-        ],
-        dim=-1,
-    )
-
-
-def spatial_shift1(x: torch.Tensor) -> torch.Tensor:
-    """SS1 on (B, H, W, C): channel quarters shifted +1 along H, -1 along H, +1 along W, -1 along W."""
-    return _shift_quarters(x, 1, 2)
-
-
-def spatial_shift2(x: torch.Tensor) -> torch.Tensor:
-    """SS2 on (B, H, W, C): channel quarters shifted +1 along W, -1 along W, +1 along H, -1 along H."""
-    return _shift_quarters(x, 2, 1)
+from s2mlp_cli.arch.model import PyramidModel, pyramid_feature_info
 
 
 class S2Attention(nn.Module):
@@ -101,20 +51,8 @@ class S2Attention(nn.Module):
         return self.mlp2(x)
 
 
-class Block(nn.Module):
-    """Pre-norm: x + DropPath(S2Mixing(LN(x))), then x + DropPath(ChannelMLP(LN(x)))."""
-
-    def __init__(self, dim: int, *, mlp_ratio: float = 3.0, drop_path: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = S2Attention(dim)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+# The block: layers.PreNormBlock(dim, S2Attention(dim)): x + DropPath(S2Mixing(LN(x))), then
+# x + DropPath(ChannelMLP(LN(x))).
 
 
 class S2MLPv2(PyramidModel):
@@ -147,7 +85,7 @@ class S2MLPv2(PyramidModel):
             layers,
             embed_dims,
             transitions,
-            lambda i, dim, dpr: Block(dim, mlp_ratio=mlp_ratios[i], drop_path=dpr),
+            lambda i, dim, dpr: PreNormBlock(dim, S2Attention(dim), mlp_ratio=mlp_ratios[i], drop_path=dpr),
             drop_path_rate,
         )
         self.stride = patch_size * down

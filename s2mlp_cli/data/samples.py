@@ -1,0 +1,78 @@
+"""What a dataset is made of: samples (a key a user recognises, a label, and where the image's bytes
+are), and the three kinds of place bytes can be: a file, a member of a tar shard, a row of a parquet
+shard. Each place reads its own bytes and names the file on disk that holds them (`file`), which is what
+the crop cache's key stats."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FULL_SIZE, PER_CLASS = 50_000, 50
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    file: str
+
+    def read(self, state: dict[str, Any]) -> bytes:
+        return Path(self.file).read_bytes()
+
+
+@dataclass(frozen=True)
+class TarMember:
+    file: str  # the shard
+    offset: int
+    size: int
+
+    def read(self, state: dict[str, Any]) -> bytes:
+        with open(self.file, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
+
+
+@dataclass(frozen=True)
+class ParquetRow:
+    file: str  # the shard
+    row_group: int
+    row: int
+
+    def read(self, state: dict[str, Any]) -> bytes:
+        """`state` keeps the last row group decoded (samples come in order)."""
+        if state.get("key") != (self.file, self.row_group):
+            import pyarrow.parquet as pq
+
+            state["key"] = (self.file, self.row_group)
+            group = pq.ParquetFile(self.file).read_row_group(self.row_group, columns=["image"])
+            state["images"] = group.column("image")
+        return state["images"][self.row].as_py()["bytes"]
+
+
+Place = ImageFile | TarMember | ParquetRow
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str  # what a user recognises: relative path, or shard:member
+    label: int
+    source: Place
+
+
+@dataclass
+class Dataset:
+    layout: str
+    root: str
+    samples: list[Sample]
+    notes: list[str] = field(default_factory=list)
+
+    def shape(self) -> str:
+        """Whether this is the full validation set, and if not, what it is."""
+        counts = Counter(s.label for s in self.samples)
+        n, k = len(self.samples), len(counts)
+        if n == FULL_SIZE and k == 1000 and set(counts.values()) == {PER_CLASS}:
+            return "the full validation set: 50,000 images, 50 per class"
+        per = sorted(set(counts.values()))
+        spread = f"{per[0]}" if len(per) == 1 else f"{per[0]}–{per[-1]}"
+        return f"a subset: {n:,} images in {k} classes ({spread} per class), not the full 50,000"

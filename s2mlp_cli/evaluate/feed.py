@@ -1,0 +1,131 @@
+"""Feeding a pass: where its uint8 crops come from (the cache, or decoding, which may fill the cache),
+and onto the device (on a GPU, the next batch is copied on a side stream while the current one computes).
+Every batch is (crops, labels, dataset indices, per-image errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from s2mlp_cli import cache
+from s2mlp_cli.console import info
+from s2mlp_cli.data import Dataset, EvalSet, collate_raw, decode_on_gpu
+from s2mlp_cli.evaluate.shard import Shard
+from s2mlp_cli.zoo import Preprocess
+
+
+@dataclass
+class Options:
+    """How a pass runs: device, batching, decoding processes and where crops come from."""
+
+    device: str = "cpu"
+    batch_size: int = 32
+    workers: int = 2
+    amp: str = "none"
+    channels_last: bool = False
+    save_predictions: bool = False
+    cache: bool = False
+    decode: str = "cpu"
+    shard: Shard = Shard()
+
+
+class Source:
+    """A pass's batches, with the cache writer they fill (if any) and what the cache did (`note`)."""
+
+    def __init__(self, batches: Any, writer: Any = None, note: str = "off") -> None:
+        self._batches, self.writer, self.note = batches, writer, note
+
+    def batches(self) -> Any:
+        for x, y, idx, errors in self._batches:
+            if self.writer is not None:
+                self.writer.put(idx, x if x.device.type == "cpu" else x.cpu(), list(errors))
+            yield x, y, idx, list(errors)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+    def finish(self) -> str:
+        if self.writer is not None:
+            folder = self.writer.commit()
+            return f"built {folder.name}" if folder else "not built (incomplete pass)"
+        return self.note
+
+
+def source(dataset: Dataset, prep: Preprocess, indices: list[int], opts: Options) -> Source:
+    """The cached crops when there are any for this set and geometry; else decoding, filling the cache
+    on the way when it is on, this is the only process, and the disk has room."""
+    samples = dataset.samples
+    whole = len(indices) == len(samples)
+    if opts.cache and opts.decode == "cpu":
+        fp = cache.fingerprint(samples, prep)
+        if (hit := cache.lookup(samples, prep, fp)) is not None:
+            info(f"crops: from the cache ({hit.path.name})")
+            return Source(_cached_batches(hit, samples, indices, opts), note=f"read {hit.path.name}")
+        writer = None
+        if whole and cache.room_for(len(samples), prep):
+            writer = cache.Writer(dataset.root, samples, prep, fp)
+        note = "building" if writer else ("off under torchrun" if not whole else "off (not enough disk)")
+        if writer is None:
+            info(f"crops: not cached ({note})")
+        return Source(_decoded_batches(dataset, prep, indices, opts), writer, note)
+    return Source(_decoded_batches(dataset, prep, indices, opts), note="off")
+
+
+def _decoded_batches(dataset: Dataset, prep: Preprocess, indices: list[int], opts: Options) -> Any:
+    from torch.utils.data import DataLoader, Subset
+
+    data = EvalSet(dataset.samples, prep, raw=opts.decode == "gpu")
+    loader = DataLoader(
+        data if len(indices) == len(data) else Subset(data, indices),
+        batch_size=opts.batch_size,
+        shuffle=False,
+        num_workers=opts.workers,
+        pin_memory=opts.device == "cuda" and opts.decode == "cpu",
+        collate_fn=collate_raw if opts.decode == "gpu" else None,
+        persistent_workers=False,
+    )
+    if opts.decode == "gpu":
+        yield from decode_on_gpu(loader, prep)
+        return
+    yield from loader
+
+
+def _cached_batches(hit: Any, samples: list, indices: list[int], opts: Options) -> Any:
+    """Batches read straight from the memory map: contiguous slices when the indices are a range."""
+    import numpy as np
+    import torch
+
+    labels = torch.tensor([s.label for s in samples])
+    pin = opts.device == "cuda"
+    for start in range(0, len(indices), opts.batch_size):
+        part = indices[start : start + opts.batch_size]
+        if part[-1] - part[0] == len(part) - 1:
+            x = torch.from_numpy(np.array(hit.crops[part[0] : part[-1] + 1]))
+        else:
+            x = torch.from_numpy(hit.crops[np.asarray(part)])
+        idx = torch.tensor(part)
+        yield (x.pin_memory() if pin else x), labels[idx], idx, [hit.errors.get(i, "") for i in part]
+
+
+def to_device(batches: Any, device: Any) -> Any:
+    """Batches with the images and labels on the device. On a GPU, the next batch is copied on a side
+    stream (from pinned memory) while the current one computes; on the CPU they pass through."""
+    import torch
+
+    if device.type != "cuda":
+        yield from batches
+        return
+    stream = torch.cuda.Stream(device)
+    pending = None
+    for x, y, idx, errors in batches:
+        with torch.cuda.stream(stream):
+            moved = (x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx, errors)
+        if pending is not None:
+            yield pending
+        torch.cuda.current_stream(device).wait_stream(stream)
+        moved[0].record_stream(torch.cuda.current_stream(device))
+        moved[1].record_stream(torch.cuda.current_stream(device))
+        pending = moved
+    if pending is not None:
+        yield pending

@@ -1,0 +1,197 @@
+"""The metric loop: top-1 / top-5 / loss of several models in as few passes over the data as possible.
+
+Models whose transforms share the geometry (size, crop_pct, filter) share one pass: each image is decoded
+and cropped once, and each model normalises the batch with its own mean/std on the device. Counts and
+loss accumulate on the device and are read once per pass (no per-batch host sync); under torchrun they
+are summed across processes, so every process returns the whole set's numbers. The loop returns its
+numbers and predictions; it changes nothing it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from s2mlp_cli.console import Bar, warn
+from s2mlp_cli.data import Dataset, normalize
+from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.evaluate.feed import Options, source, to_device
+from s2mlp_cli.runtime import autocast
+from s2mlp_cli.zoo import Preprocess
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model to evaluate, in eval mode on the device, with where its weights came from."""
+
+    name: str
+    model: Any  # torch.nn.Module
+    prep: Preprocess
+    weights: str
+    paper_top1: float | None = None
+    weights_origin: str = "card"
+    weights_sha256: str | None = None
+
+
+def evaluate(
+    dataset: Dataset, entries: list[Entry], opts: Options, progress: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """One result per entry, in the entries' order; and, when `opts.save_predictions`, each model's
+    per-image top-5 in dataset order (else empty lists)."""
+    groups: dict[tuple, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.prep.geometry, []).append(e)
+    results: dict[str, dict[str, Any]] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    for i, group in enumerate(groups.values(), 1):
+        label = f"pass {i}/{len(groups)}: " + ", ".join(e.name for e in group)
+        rows, preds = _one_pass(dataset, group, opts, label, progress)
+        for e, r, p in zip(group, rows, preds, strict=True):
+            results[e.name], predictions[e.name] = r, p
+    return [results[e.name] for e in entries], {e.name: predictions[e.name] for e in entries}
+
+
+def _one_pass(
+    dataset: Dataset, group: list[Entry], opts: Options, label: str, progress: bool
+) -> tuple[list[dict], list[list[dict]]]:
+    """Every model of `group` over this process's share of the images, in one pass."""
+    import torch
+
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if opts.device == "cuda" else torch.device("cpu")
+    )
+    indices = opts.shard.indices(len(dataset.samples))
+    feed = source(dataset, group[0].prep, indices, opts)
+    # per model: correct top-1, correct top-5, loss sum, images with non-finite logits
+    totals = torch.zeros(len(group), 4, dtype=torch.float64, device=device)
+    predictions: list[list[dict]] = [[] for _ in group]
+    seen, skipped = 0, []
+    bar = Bar(desc=label, total=len(dataset.samples), unit="img", enabled=progress)
+    start = time.perf_counter()
+    try:
+        with bar, torch.inference_mode():
+            for x, y, idx, errors in to_device(feed.batches(), device):
+                ok = [not e for e in errors]
+                for j in (j for j, good in enumerate(ok) if not good):
+                    key = dataset.samples[int(idx[j])].key
+                    skipped.append({"index": int(idx[j]), "key": key, "error": errors[j]})
+                    warn(f"skipped {key}: {errors[j]}")
+                if not all(ok):
+                    keep = torch.tensor(ok)
+                    x, y, idx = x[keep.to(x.device)], y[keep.to(y.device)], idx[keep]
+                if len(idx):
+                    for k, e in enumerate(group):
+                        logits = _logits(e, x, opts)
+                        top5 = _count(totals[k], logits, y)
+                        if opts.save_predictions:
+                            predictions[k] += _predictions(dataset, idx, y, logits, top5)
+                seen += len(errors)
+                bar.advance(len(errors) * opts.shard.world, seen / max(time.perf_counter() - start, 1e-9))
+    except MemoryError as e:  # decoding (or the model on the CPU) ran out of host memory
+        feed.abort()
+        raise S2MLPError(
+            f"out of memory while decoding or evaluating images ({type(e).__name__}); no result was computed",
+            next_step="smaller_batch",
+            advice="use a smaller batch or fewer decoding workers, or free memory",
+        ) from None
+    except BaseException:
+        feed.abort()
+        raise
+    cache_note = feed.finish()
+    elapsed = time.perf_counter() - start
+    counts = opts.shard.sum(torch.tensor([float(seen - len(skipped)), float(len(skipped))], device=device))
+    totals = opts.shard.sum(totals).cpu()  # the pass's one host sync
+    images, n_skipped = int(counts[0]), int(counts[1])
+    skipped = sorted(opts.shard.gather(skipped), key=lambda r: r["index"])
+    predictions = [
+        [{k: v for k, v in r.items() if k != "index"} for r in sorted(opts.shard.gather(p), key=_index)]
+        for p in predictions
+    ]
+    rows = [
+        _row(e, c1, c5, loss, nonfinite, images, n_skipped, elapsed, group, skipped, cache_note)
+        for e, (c1, c5, loss, nonfinite) in zip(group, totals.tolist(), strict=True)
+    ]
+    return rows, predictions
+
+
+def _index(r: dict) -> int:
+    return r["index"]
+
+
+def _logits(e: Entry, x: Any, opts: Options) -> Any:
+    import torch
+
+    xin = normalize(x, e.prep.mean, e.prep.std)
+    if opts.channels_last:
+        xin = xin.contiguous(memory_format=torch.channels_last)
+    with autocast(opts.device, opts.amp):
+        return e.model(xin).float()
+
+
+def _count(totals: Any, logits: Any, y: Any) -> Any:
+    """Add a batch to one model's (top-1, top-5, loss sum, non-finite) totals, on the device; returns
+    the batch's top-5 classes."""
+    import torch
+    from torch.nn import functional as F
+
+    top5 = logits.topk(5, dim=1).indices
+    totals[0] += (top5[:, 0] == y).sum()
+    totals[1] += (top5 == y[:, None]).any(dim=1).sum()
+    totals[2] += F.cross_entropy(logits, y, reduction="none").double().sum()
+    totals[3] += (~torch.isfinite(logits)).any(dim=1).sum()
+    return top5
+
+
+def _predictions(dataset: Dataset, idx: Any, y: Any, logits: Any, top5: Any) -> list[dict[str, Any]]:
+    probs = logits.softmax(dim=1).gather(1, top5)
+    return [
+        {
+            "index": k,
+            "key": dataset.samples[k].key,
+            "label": label,
+            "top5": t5,
+            "top5_prob": [round(p, 6) for p in p5],
+        }
+        for k, label, t5, p5 in zip(idx.tolist(), y.tolist(), top5.tolist(), probs.tolist(), strict=True)
+    ]
+
+
+def _row(
+    e: Entry,
+    c1: float,
+    c5: float,
+    loss: float,
+    nonfinite: float,
+    images: int,
+    n_skipped: int,
+    elapsed: float,
+    group: list[Entry],
+    skipped: list[dict],
+    cache_note: str,
+) -> dict[str, Any]:
+    top1 = 100 * c1 / images if images and not nonfinite else None
+    detail = ""
+    if nonfinite:  # NaN or inf weights, or a normalisation that divides by zero: no number is honest
+        detail = f"non-finite logits (NaN or inf) for {int(nonfinite):,} of {images:,} images"
+        c5 = loss = float("nan")
+    return {
+        "model": e.name,
+        "status": "error" if nonfinite else "ok",
+        "detail": detail,
+        "top1": None if top1 is None else round(top1, 3),
+        "top5": None if not images or nonfinite else round(100 * c5 / images, 3),
+        "loss": None if not images or nonfinite else round(loss / images, 5),
+        "images": images,
+        "skipped": n_skipped,
+        "images_per_s": round((images + n_skipped) / elapsed, 2) if elapsed > 0 else None,
+        "paper_top1": e.paper_top1,
+        "delta_top1": None if top1 is None or e.paper_top1 is None else round(top1 - e.paper_top1, 3),
+        "weights": e.weights,
+        "weights_origin": e.weights_origin,
+        "weights_sha256": e.weights_sha256,
+        "preprocess": e.prep.to_dict(),
+        "shared_pass_with": [o.name for o in group if o is not e],
+        "skipped_files": [{"key": r["key"], "error": r["error"]} for r in skipped],
+        "cache": cache_note,
+    }
