@@ -1,3 +1,6 @@
+"""Test scaffolding: every test runs with its own caches and homes; fixtures for the official reference
+vectors, a zoo of tiny cards, a fake Hub on 127.0.0.1 and generated ImageNet sets."""
+
 from __future__ import annotations
 
 import os
@@ -46,3 +49,61 @@ def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: Path) -> Pat
     from tinyzoo import make_zoo
 
     return make_zoo(tmp_path, monkeypatch, reference)
+
+
+@pytest.fixture
+def fake_hub(zoo: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake Hub on 127.0.0.1 (see fakehub.py), with HF_ENDPOINT pointing at it."""
+    from fakehub import FakeHub
+
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def items() -> list[tuple[str, bytes]]:
+    """Generated images (fakeimagenet.py): photos of several shapes, grayscale, CMYK, a PNG named .JPEG."""
+    import fakeimagenet as fi
+
+    return fi.make_images()
+
+
+@pytest.fixture
+def items_small(items) -> list[tuple[str, bytes]]:
+    return items[:6]
+
+
+@pytest.fixture
+def setup(zoo: Path, tmp_path: Path, items):
+    """The weights file of a fixed model, the labels derived from it, and the exact expected result.
+
+    Each image's label is a chosen rank of the model's own ranking of it through timm's reference
+    transform (helpers.RANKS): rank 0 (top-1 and top-5 hit), rank 2 (top-5 only) or rank 40 (a miss)."""
+    import torch
+    from helpers import RANKS, timm_reference
+    from safetensors.torch import save_file
+    from torch.nn import functional as F
+
+    from s2mlp_cli import create_model
+
+    torch.manual_seed(0)
+    model = create_model("evaltiny").eval()
+    with torch.no_grad():
+        model.head.weight.mul_(50)  # spread the logits so ranks have wide margins
+        logits = model(timm_reference(items))
+    weights = tmp_path / "evaltiny.safetensors"
+    save_file(model.state_dict(), str(weights))
+    order = logits.argsort(dim=1, descending=True)
+    labels = [int(order[i, RANKS[i % 3]]) for i in range(len(items))]
+    s = logits.sort(dim=1, descending=True).values
+    # unambiguous: rank 0 stays top-1, rank 2 stays inside the top 5, rank 40 stays out of it
+    assert min((s[:, 0] - s[:, 1]).min(), (s[:, 2] - s[:, 5]).min(), (s[:, 4] - s[:, 40]).min()) > 1e-2
+    y = torch.tensor(labels)
+    expected = {
+        "top1": round(100 * sum(RANKS[i % 3] == 0 for i in range(len(items))) / len(items), 3),
+        "top5": round(100 * sum(RANKS[i % 3] < 5 for i in range(len(items))) / len(items), 3),
+        "loss": float(F.cross_entropy(logits, y)),
+        "images": len(items),
+    }
+    return weights, labels, expected

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
+from helpers import read_reference
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
@@ -23,15 +23,6 @@ MANIFEST = [
     *("vip_s7", "vip_m7", "vip_l7"),
     *("gfnet_ti", "gfnet_xs", "gfnet_s", "gfnet_b", "gfnet_h_ti", "gfnet_h_s", "gfnet_h_b"),
 ]
-
-
-def read_reference(path: Path) -> tuple[str, dict, dict, torch.Tensor, torch.Tensor]:
-    with safe_open(str(path), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-        state = {
-            k.removeprefix("state_dict."): f.get_tensor(k) for k in f.keys() if k.startswith("state_dict.")
-        }
-        return config.pop("family"), config, state, f.get_tensor("input"), f.get_tensor("output")
 
 
 @pytest.mark.parametrize("name", TINY)

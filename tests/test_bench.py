@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import Runner
 
 from s2mlp_cli import report
 from s2mlp_cli.api import create_model
@@ -99,13 +99,14 @@ def test_a_size_the_model_cannot_run_is_a_row_not_a_crash(zoo: Path) -> None:
     assert r.status == "unsupported" and "smaller than the model's total stride" in r.detail
 
 
+@pytest.mark.slow  # processes
 def test_cli_end_to_end_in_worker_processes(
     zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each model in its own process: ratios, rows that could not run, JSON schema, Markdown file."""
     out_md = tmp_path / "res" / "bench.md"
     args = ["bench", "--variant", "tiny", "--compare", "vip", "--img-size", "112", *QUICK]
-    result = CliRunner().invoke(main, [*args, "--json", "--output", str(out_md)])
+    result = Runner().invoke(main, [*args, "--json", "--output", str(out_md)])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert {"device", "device_name", "torch", "cpu_threads", "dtype", "math_mode", "iters"} <= set(doc["env"])
@@ -211,14 +212,14 @@ def test_output_formats(tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_exit_2_before_running(zoo: Path, args: list[str], needle: str) -> None:
-    result = CliRunner().invoke(main, ["bench", "--device", "cpu", "--variant", "tiny", *args])
+    result = Runner().invoke(main, ["bench", "--device", "cpu", "--variant", "tiny", *args])
     assert result.exit_code == 2, result.output
     assert needle in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
 def test_cuda_requested_without_a_gpu(zoo: Path) -> None:
-    result = CliRunner().invoke(main, ["bench", "--variant", "tiny", "--device", "cuda"])
+    result = Runner().invoke(main, ["bench", "--variant", "tiny", "--device", "cuda"])
     assert result.exit_code == 1 and "use --device cpu" in result.stderr
 
 
@@ -226,7 +227,7 @@ def test_plot(tmp_path: Path, zoo: Path) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        result = CliRunner().invoke(
+        result = Runner().invoke(
             main, ["bench", "--variant", "tiny", "--plot", str(tmp_path / "p.png"), *QUICK]
         )
         assert result.exit_code == 1 and "pip install 's2mlp[plot]'" in result.stderr
@@ -258,13 +259,14 @@ def test_default_is_the_small_variant_and_its_peers() -> None:
     text = plan.describe()
     assert text.startswith("will run 4 benchmark(s) on cpu: s2mlpv2_small, vip_s7") and "estimate ~" in text
     assert plan.estimate_s > 0
-    result = CliRunner().invoke(main, ["bench", "--help"])
+    result = Runner().invoke(main, ["bench", "--help"])
     assert "[default: small]" in " ".join(result.stdout.split())
 
 
+@pytest.mark.slow  # processes
 def test_batch1_latency_is_measured_once_per_model(zoo: Path) -> None:
     args = "bench --variant tiny --batch-size 2,1 --iters 2 --warmup 0 --device cpu --json".split()
-    result = CliRunner().invoke(main, args)
+    result = Runner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)["results"]
     assert [r["batch_size"] for r in rows] == [2, 1]
@@ -274,6 +276,7 @@ def test_batch1_latency_is_measured_once_per_model(zoo: Path) -> None:
     assert "will run 2 benchmark(s) on cpu" in result.stderr
 
 
+@pytest.mark.slow  # processes
 def test_interleaved_rounds_give_each_model_a_throughput_per_round(zoo: Path) -> None:
     from s2mlp_cli.bench import BenchOptions, run
 
@@ -289,6 +292,7 @@ def test_interleaved_rounds_give_each_model_a_throughput_per_round(zoo: Path) ->
     assert env["rounds"] == 2 and len(env["load_before"]) == 3 and "cpu_steal_pct" in env
 
 
+@pytest.mark.slow  # processes
 def test_ctrl_c_keeps_the_finished_rows(zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from s2mlp_cli.bench import runner
 
@@ -303,7 +307,7 @@ def test_ctrl_c_keeps_the_finished_rows(zoo: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(runner._Proc, "receive", receive)
     out = tmp_path / "bench.json"
     args = "bench --variant tiny --batch-size 2,1 --iters 4 --rounds 4 --warmup 0".split()
-    result = CliRunner().invoke(main, [*args, "--device", "cpu", "--output", str(out), "--json"])
+    result = Runner().invoke(main, [*args, "--device", "cpu", "--output", str(out), "--json"])
     assert result.exit_code == 130, result.stderr
     doc = json.loads(result.stdout)
     assert doc["partial"] is True and json.loads(out.read_text())["partial"] is True
@@ -315,7 +319,7 @@ def test_ctrl_c_keeps_the_finished_rows(zoo: Path, tmp_path: Path, monkeypatch: 
 
 def test_nothing_measured_is_a_failure(zoo: Path) -> None:
     args = ["bench", "--variant", "vip_tiny", "--img-size", "112", *QUICK]
-    result = CliRunner().invoke(main, args)
+    result = Runner().invoke(main, args)
     assert result.exit_code == 1 and "nothing could be measured" in result.stderr
 
 

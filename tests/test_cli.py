@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from helpers import Runner, cli
 
 from s2mlp_cli.cli import COMMANDS, main
 from s2mlp_cli.zoo import zoo_dir
-
-
-def run(*args: str, env: dict | None = None):
-    return CliRunner().invoke(main, list(args), env=env)
 
 
 def test_help_imports_no_torch() -> None:
@@ -39,10 +35,10 @@ def test_help_imports_no_torch() -> None:
 
 
 def test_list_table_and_json() -> None:
-    result = run("list")
+    result = cli("list")
     assert result.exit_code == 0
     assert "s2mlpv2_small" in result.stdout and "25.13" in result.stdout and "not published" in result.stdout
-    rows = json.loads(run("list", "--json").stdout)
+    rows = json.loads(cli("list", "--json").stdout)
     small = next(r for r in rows if r["name"] == "s2mlpv2_small")
     assert small == {
         "name": "s2mlpv2_small",
@@ -58,18 +54,18 @@ def test_list_table_and_json() -> None:
 
 
 def test_list_family_filter() -> None:
-    rows = json.loads(run("list", "--family", "s2mlpv2", "--json").stdout)
+    rows = json.loads(cli("list", "--family", "s2mlpv2", "--json").stdout)
     assert {r["family"] for r in rows} == {"s2mlpv2"}
-    result = run("list", "--family", "nope")
+    result = cli("list", "--family", "nope")
     assert result.exit_code == 2 and "no cards of family 'nope'" in result.stderr
 
 
 def test_info_shows_the_whole_card() -> None:
-    result = run("info", "medium")
+    result = cli("info", "medium")
     assert result.exit_code == 0
     for text in ("s2mlpv2_medium", "[medium, s2mlpv2_m7]", "bicubic", "55303976", "83.6", "not published"):
         assert text in result.stdout
-    card = json.loads(run("info", "medium", "--json").stdout)
+    card = json.loads(cli("info", "medium", "--json").stdout)
     assert card["arch"]["layers"] == [4, 3, 14, 3] and card["weights"]["status"] == "not published"
     assert card["preprocess"] == {
         "input_size": 224,
@@ -81,20 +77,20 @@ def test_info_shows_the_whole_card() -> None:
 
 
 def test_info_says_where_the_numbers_come_from() -> None:
-    result = CliRunner().invoke(main, ["info", "vip_l7"], env={"COLUMNS": "200"})
+    result = Runner().invoke(main, ["info", "vip_l7"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3}
     assert "2cab2ce" in lines["sources.preprocess"] and "5888c42" in lines["sources.preprocess"]
     assert "0.875" in lines["preprocess.crop_pct"]
     for key in ("sources.counts", "sources.paper", "sources.weights"):
         assert key in lines
-    card = json.loads(run("info", "mixer_b16_224", "--json").stdout)
+    card = json.loads(cli("info", "mixer_b16_224", "--json").stdout)
     cited = card["sources"]["preprocess"]
     assert "timm 1.0.31's pretrained_cfg for mixer_b16_224.goog_in21k_ft_in1k" in cited
 
 
 def test_unknown_variant_is_a_usage_error_with_suggestions() -> None:
-    result = run("info", "smal")
+    result = cli("info", "smal")
     assert result.exit_code == 2
     assert "unknown model 'smal'; did you mean small" in result.stderr
     assert result.stdout == ""
@@ -104,7 +100,7 @@ def test_broken_zoo_is_one_line_exit_1(tmp_path: Path) -> None:
     data = yaml.safe_load((zoo_dir() / "s2mlpv2_small.yaml").read_text())
     data["preprocess"]["crop_pct"] = 2
     (tmp_path / "s2mlpv2_small.yaml").write_text(yaml.safe_dump(data))
-    result = run("list", env={"S2MLP_ZOO": str(tmp_path)})
+    result = cli("list", env={"S2MLP_ZOO": str(tmp_path)})
     assert result.exit_code == 1
     assert "field 'preprocess.crop_pct'" in result.stderr and "Traceback" not in result.output
 
@@ -116,12 +112,12 @@ def test_unexpected_errors_are_one_line_unless_debugging(monkeypatch: pytest.Mon
         raise RuntimeError("disk on fire\nsecond line")
 
     monkeypatch.setattr(list_cmd, "cards", boom)
-    result = run("list")
+    result = cli("list")
     assert result.exit_code == 1
     assert "unexpected RuntimeError: disk on fire (set S2MLP_DEBUG=1" in result.stderr
     assert "second line" not in result.stderr
-    result = run("list", env={"S2MLP_DEBUG": "1"})
-    assert isinstance(result.exception, RuntimeError)
+    with pytest.raises(RuntimeError, match="disk on fire"):  # the traceback, for a bug report
+        cli("list", env={"S2MLP_DEBUG": "1"})
 
 
 def test_installed_entry_point_and_module() -> None:
@@ -139,7 +135,7 @@ def test_installed_entry_point_and_module() -> None:
 def test_list_shows_every_variant_with_its_counts() -> None:
     from s2mlp_cli.zoo import cards
 
-    rows = {r["name"]: r for r in json.loads(run("list", "--json").stdout)}
+    rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
     assert set(rows) == set(cards())
     for name, card in cards().items():
         assert rows[name]["params_m"] == round(card.params / 1e6, 2) and rows[name]["gmacs"] == card.gmacs

@@ -12,8 +12,7 @@ from pathlib import Path
 import fakeimagenet as fi
 import pytest
 import torch
-from click.testing import CliRunner
-from test_eval import check, items, run_eval, setup  # noqa: F401 (fixtures)
+from helpers import Runner, check, run_eval
 
 from s2mlp_cli import cache
 from s2mlp_cli.cli import main
@@ -23,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def val(setup, tmp_path: Path, items) -> Path:  # noqa: F811
+def val(setup, tmp_path: Path, items) -> Path:
     """The labelled set, plus one broken file, so the skip list must survive the cache too."""
     _, labels, _ = setup
     root = fi.class_folders(tmp_path / "val", items, labels)
@@ -35,7 +34,7 @@ def predictions(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
-def test_second_eval_reads_the_cache_and_gives_identical_results(setup, val: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_second_eval_reads_the_cache_and_gives_identical_results(setup, val: Path, tmp_path: Path) -> None:
     weights, _, expected = setup
     first_preds, second_preds = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     code, first, stderr = run_eval(weights, "--data", str(val), "--save-predictions", str(first_preds))
@@ -53,19 +52,19 @@ def test_second_eval_reads_the_cache_and_gives_identical_results(setup, val: Pat
     assert predictions(first_preds) == predictions(second_preds)  # bit for bit, per image
 
 
-def test_any_model_with_the_same_geometry_shares_the_entry(setup, val: Path) -> None:  # noqa: F811
+def test_any_model_with_the_same_geometry_shares_the_entry(setup, val: Path) -> None:
     weights, _, _ = setup
     assert run_eval(weights, "--data", str(val))[0] == 0
     cli = ["eval", "--data", str(val), "--device", "cpu", "--workers", "0", "--json"]
     # evaltiny_b: another mean/std, the same geometry -> the same crops; evaltiny_c: crop 1.0 -> new entry
     for variant, read in (("evaltiny_b", True), ("evaltiny_c", False)):
-        result = CliRunner().invoke(main, [*cli, "--variant", variant, "--weights", str(weights)])
+        result = Runner().invoke(main, [*cli, "--variant", variant, "--weights", str(weights)])
         assert result.exit_code == 0, result.stderr
         assert json.loads(result.stdout)["env"]["cache"].startswith("read" if read else "built")
     assert len(cache.entries()) == 2
 
 
-def test_cached_crops_equal_the_decoded_ones(setup, val: Path) -> None:  # noqa: F811
+def test_cached_crops_equal_the_decoded_ones(setup, val: Path) -> None:
     weights, _, _ = setup
     assert run_eval(weights, "--data", str(val))[0] == 0
     ds = find_dataset(val)
@@ -78,7 +77,7 @@ def test_cached_crops_equal_the_decoded_ones(setup, val: Path) -> None:  # noqa:
         assert hit.errors.get(i, "") == error
 
 
-def test_a_changed_file_or_label_is_never_served_stale(setup, val: Path, items) -> None:  # noqa: F811
+def test_a_changed_file_or_label_is_never_served_stale(setup, val: Path, items) -> None:
     weights, labels, _ = setup
     assert run_eval(weights, "--data", str(val))[0] == 0
     victim = next(p for p in sorted(val.rglob("*.JPEG")) if "00000999" not in p.name)
@@ -89,7 +88,7 @@ def test_a_changed_file_or_label_is_never_served_stale(setup, val: Path, items) 
     assert doc["env"]["cache"].startswith("built") and len(cache.entries()) == 2
 
 
-def test_no_cache_and_no_room_write_nothing(setup, val: Path, monkeypatch) -> None:  # noqa: F811
+def test_no_cache_and_no_room_write_nothing(setup, val: Path, monkeypatch) -> None:
     weights, _, expected = setup
     code, doc, _ = run_eval(weights, "--data", str(val), "--no-cache")
     assert code == 0 and doc["env"]["cache"] == "off" and cache.entries() == []
@@ -99,7 +98,7 @@ def test_no_cache_and_no_room_write_nothing(setup, val: Path, monkeypatch) -> No
     check(doc, expected)
 
 
-def test_an_interrupted_pass_leaves_no_entry(setup, val: Path, monkeypatch) -> None:  # noqa: F811
+def test_an_interrupted_pass_leaves_no_entry(setup, val: Path, monkeypatch) -> None:
     weights, _, _ = setup
     import s2mlp_cli.evaluate as evaluate
     from s2mlp_cli.evaluate import loop
@@ -121,32 +120,32 @@ def test_an_interrupted_pass_leaves_no_entry(setup, val: Path, monkeypatch) -> N
     assert cache.entries() == [] and not any(cache.cache_root().iterdir())
 
 
-def test_cache_list_and_clear(setup, val: Path) -> None:  # noqa: F811
+def test_cache_list_and_clear(setup, val: Path) -> None:
     weights, _, _ = setup
     assert run_eval(weights, "--data", str(val))[0] == 0
     (entry,) = cache.entries()
-    result = CliRunner().invoke(main, ["cache", "list"], env={"COLUMNS": "160"})
+    result = Runner().invoke(main, ["cache", "list"], env={"COLUMNS": "160"})
     assert result.exit_code == 0
     assert entry["name"] in result.stdout and "56px crop 0.875 bicubic" in result.stdout
     assert "1 entry," in result.stdout and f"{entry['bytes'] / 2**20:.1f} MiB" in result.stdout
-    listed = json.loads(CliRunner().invoke(main, ["cache", "list", "--json"]).stdout)
+    listed = json.loads(Runner().invoke(main, ["cache", "list", "--json"]).stdout)
     assert listed["entries"][0]["bytes"] == 13 * 3 * 56 * 56 + Path(entry["path"], "meta.json").stat().st_size
     for args in (["cache", "clear"], ["cache", "clear", "x", "--all"], ["cache", "clear", "nosuch"]):
-        result = CliRunner().invoke(main, args)
+        result = Runner().invoke(main, args)
         assert result.exit_code == 2 and "Traceback" not in result.stderr, args
-    result = CliRunner().invoke(main, ["cache", "clear", entry["name"], "--json"])
+    result = Runner().invoke(main, ["cache", "clear", entry["name"], "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["removed"] == [entry["name"]]
     assert cache.entries() == []
 
 
-def test_gpu_decode_is_refused_without_a_gpu(setup, val: Path) -> None:  # noqa: F811
+def test_gpu_decode_is_refused_without_a_gpu(setup, val: Path) -> None:
     weights, _, _ = setup
     code, _, stderr = run_eval(weights, "--data", str(val), "--decode", "gpu")
     assert code == 2 and "--decode: GPU decoding needs the GPU" in stderr
 
 
 @pytest.mark.gpu
-def test_gpu_decode_agrees_with_the_exact_path(setup, val: Path) -> None:  # noqa: F811
+def test_gpu_decode_agrees_with_the_exact_path(setup, val: Path) -> None:
     weights, _, expected = setup
     cli = ["--data", str(val), "--device", "cuda", "--no-cache"]
     code, exact, stderr = run_eval(weights, *cli)
@@ -157,7 +156,8 @@ def test_gpu_decode_agrees_with_the_exact_path(setup, val: Path) -> None:  # noq
     assert abs(fast["results"][0]["top1"] - exact["results"][0]["top1"]) <= 100 / 12  # at most one image
 
 
-def test_torchrun_two_processes_report_the_single_process_numbers(setup, val: Path, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.slow  # processes
+def test_torchrun_two_processes_report_the_single_process_numbers(setup, val: Path, tmp_path: Path) -> None:
     weights, _, expected = setup
     code, single, stderr = run_eval(weights, "--data", str(val), "--no-cache", "--batch-size", "5")
     assert code == 0, stderr

@@ -16,8 +16,8 @@ import fakeimagenet as fi
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 from fakehub import FakeHub
+from helpers import Runner
 from safetensors.torch import save
 
 import s2mlp_cli
@@ -144,16 +144,16 @@ def test_pull_then_eval_uses_the_pulled_source(zoo: Path, tmp_path: Path, monkey
     with FakeHub() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         hub.add("me/evaltiny", {"model.safetensors": save(model.state_dict())})
-        before = CliRunner().invoke(main, ["eval", "--variant", "evaltiny", "--data", str(root)])
+        before = Runner().invoke(main, ["eval", "--variant", "evaltiny", "--data", str(root)])
         assert before.exit_code == 1 and "no pretrained weights are published for evaltiny" in before.stderr
         assert "s2mlp pull evaltiny --repo ORG/NAME" in before.stderr and "--weights FILE" in before.stderr
 
-        pulled = CliRunner().invoke(main, ["pull", "evaltiny", "--repo", "me/evaltiny"])
+        pulled = Runner().invoke(main, ["pull", "evaltiny", "--repo", "me/evaltiny"])
         assert pulled.exit_code == 0, pulled.stderr
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # from here on, the cache alone
 
     args = ["eval", "--variant", "evaltiny", "--data", str(root), *"--device cpu --workers 0 --json".split()]
-    result = CliRunner().invoke(main, args)
+    result = Runner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     (cli_row,) = json.loads(result.stdout)["results"]
     assert (
@@ -165,7 +165,7 @@ def test_pull_then_eval_uses_the_pulled_source(zoo: Path, tmp_path: Path, monkey
     (lib_row,) = doc["results"]
     for key in ("top1", "top5", "loss", "images", "weights", "weights_origin"):
         assert lib_row[key] == cli_row[key], key
-    rows = json.loads(CliRunner().invoke(main, ["list", "--json"]).stdout)
+    rows = json.loads(Runner().invoke(main, ["list", "--json"]).stdout)
     assert {r["name"]: r["weights"] for r in rows}["evaltiny"] == "pulled (me/evaltiny)"
 
 

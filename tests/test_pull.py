@@ -11,42 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from fakehub import FakeHub, commit_of
+from helpers import one_line_error, read_reference, run, tiny_weights
 from safetensors.torch import load_file, save
-from test_baselines import read_reference
 from tinyzoo import TINY_S2, write_card
 
 from s2mlp_cli import create_model, sources
-from s2mlp_cli.cli import main
 from s2mlp_cli.errors import HubError, WeightsUnavailableError
 from s2mlp_cli.zoo import get_card
-
-
-def tiny_weights(seed: int = 0) -> tuple[bytes, dict[str, torch.Tensor]]:
-    torch.manual_seed(seed)
-    state = create_model("hubtiny").state_dict()
-    return save(state), state
-
-
-@pytest.fixture
-def fake_hub(zoo: Path, monkeypatch: pytest.MonkeyPatch):
-    with FakeHub() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def assert_one_line_error(code: int, stderr: str, *needles: str) -> None:
-    assert code == 1, stderr
-    assert "Traceback" not in stderr
-    assert len(stderr.strip().splitlines()) == 1, stderr
-    for needle in needles:
-        assert needle in stderr
 
 
 def test_pull_downloads_verifies_and_loads(fake_hub: FakeHub) -> None:
@@ -88,7 +60,7 @@ def test_offline_serves_cached_and_refuses_uncached_at_once(fake_hub: FakeHub, m
     assert len(fake_hub.requests) == seen  # no network at all
 
     code, _, stderr = run("pull", "tiny", "--repo", "testorg/other")
-    assert_one_line_error(code, stderr, "HF_HUB_OFFLINE", "s2mlp pull s2mlpv2_tiny --repo testorg/other")
+    one_line_error(code, stderr, 1, "HF_HUB_OFFLINE", "s2mlp pull s2mlpv2_tiny --repo testorg/other")
     assert len(fake_hub.requests) == seen
 
 
@@ -138,7 +110,7 @@ def test_a_pin_the_file_does_not_match_is_refused(fake_hub: FakeHub, zoo: Path) 
     fake_hub.add("testorg/hubtiny", {"model.safetensors": tiny_weights()[0]})
     write_card(zoo, "hubtiny", "s2mlpv2", TINY_S2, repo="testorg/hubtiny", sha256="0" * 64)
     code, _, stderr = run("pull", "hubtiny")
-    assert_one_line_error(code, stderr, "failed verification", "card sha256 pin", "deleted")
+    one_line_error(code, stderr, 1, "failed verification", "card sha256 pin", "deleted")
     assert sources.cached_path(get_card("hubtiny")) is None
 
 
@@ -154,13 +126,13 @@ def test_corrupt_transfer_is_deleted_and_never_used(fake_hub: FakeHub, monkeypat
     fake_hub.add("testorg/hubtiny", {"model.safetensors": data})
     fake_hub.corrupt.add("model.safetensors")
     code, _, stderr = run("pull", "hubtiny")
-    assert_one_line_error(code, stderr, "failed verification", "Hub ETag", "deleted from the cache")
+    one_line_error(code, stderr, 1, "failed verification", "Hub ETag", "deleted from the cache")
     blobs = Path(os.environ["HF_HOME"]) / "hub" / "models--testorg--hubtiny" / "blobs"
     assert not [p for p in blobs.iterdir() if not p.name.endswith(".lock")]
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the bad file is not served later
     code, _, stderr = run("pull", "hubtiny")
-    assert_one_line_error(code, stderr, "not in the cache")
+    one_line_error(code, stderr, 1, "not in the cache")
     with pytest.raises(HubError, match="not in the cache"):
         create_model("hubtiny", pretrained=True)
 
@@ -208,13 +180,13 @@ def test_hub_errors_are_one_line(fake_hub: FakeHub, setup: str, args: list[str],
     if setup != "none":
         fake_hub.add("testorg/hubtiny", {"model.safetensors": tiny_weights()[0]}, gated=setup == "gated")
     code, _, stderr = run("pull", *args)
-    assert_one_line_error(code, stderr, *needles)
+    one_line_error(code, stderr, 1, *needles)
 
 
 def test_unreachable_hub_fails_fast(zoo: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     code, _, stderr = run("pull", "hubtiny")
-    assert_one_line_error(code, stderr, "could not reach the Hub at http://127.0.0.1:9", "HF_HUB_OFFLINE=1")
+    one_line_error(code, stderr, 1, "could not reach the Hub at http://127.0.0.1:9", "HF_HUB_OFFLINE=1")
 
 
 def test_own_s2mlpv2_weights_from_another_repo(fake_hub: FakeHub) -> None:
@@ -238,7 +210,7 @@ def test_weights_of_another_variant_are_rejected(fake_hub: FakeHub) -> None:
     wrong = save(create_model("hubtiny", num_classes=7).state_dict())
     fake_hub.add("testorg/hubtiny", {"model.safetensors": wrong})
     code, _, stderr = run("pull", "hubtiny")
-    assert_one_line_error(code, stderr, "does not fit hubtiny", "head.weight")
+    one_line_error(code, stderr, 1, "does not fit hubtiny", "head.weight")
 
 
 def test_import_official_checkpoint_then_use_it(zoo: Path, reference: Path, monkeypatch) -> None:
@@ -264,9 +236,9 @@ def test_import_official_checkpoint_then_use_it(zoo: Path, reference: Path, monk
 def test_import_refuses_wrong_hash_or_misfit_and_writes_nothing(zoo: Path, reference: Path, tmp_path) -> None:
     official = reference / "vip_tiny_official.pth.tar"
     code, _, stderr = run("pull", "vip_tiny", "--from", str(official), "--sha256", "ab" * 32)
-    assert_one_line_error(code, stderr, "not the expected vip_tiny checkpoint", "download it again")
+    one_line_error(code, stderr, 1, "not the expected vip_tiny checkpoint", "download it again")
     code, _, stderr = run("pull", "vip_tiny", "--from", str(reference / "gfnet_tiny_official.pth"))
-    assert_one_line_error(code, stderr, "does not fit vip_tiny")
+    one_line_error(code, stderr, 1, "does not fit vip_tiny")
     assert not (tmp_path / "s2mlp_home" / "weights" / "vip_tiny").exists() or not any(
         (tmp_path / "s2mlp_home" / "weights" / "vip_tiny").iterdir()
     )
@@ -281,7 +253,7 @@ def test_tampered_import_is_removed(zoo: Path, reference: Path) -> None:
     tensors["head.bias"] = tensors["head.bias"] + 1
     path.write_bytes(save(tensors))
     code, _, stderr = run("pull", "vip_tiny")
-    assert_one_line_error(code, stderr, "changed on disk", "--from FILE")
+    one_line_error(code, stderr, 1, "changed on disk", "--from FILE")
     assert not path.exists()
 
 
@@ -316,6 +288,7 @@ def test_usage_errors_exit_2(zoo: Path, args: list[str]) -> None:
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow  # processes
 def test_installed_entry_point_reads_hf_endpoint_at_import(fake_hub: FakeHub, tmp_path: Path) -> None:
     """The real process path: HF_ENDPOINT and HF_HOME set before huggingface_hub is imported."""
     fake_hub.add("testorg/hubtiny", {"model.safetensors": tiny_weights()[0]})

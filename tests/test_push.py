@@ -12,12 +12,11 @@ from pathlib import Path
 import fakeimagenet as fi
 import pytest
 import torch
-from click.testing import CliRunner
 from fakehub import FakeHub
+from helpers import one_line_error, run
 from safetensors.torch import load_file, save
 
 from s2mlp_cli import create_model
-from s2mlp_cli.cli import main
 
 TOKEN, OTHER = "hf_alice_token", "hf_bob_token"
 
@@ -52,18 +51,6 @@ def checkpoint(tmp_path: Path) -> Path:
 def val(tmp_path: Path) -> Path:
     items = fi.make_images()
     return fi.class_folders(tmp_path / "val", items, [i * 7 % 1000 for i in range(len(items))])
-
-
-def run(*args: str, env: dict | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args), env=env)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code: int, stderr: str, expected_code: int, *needles: str) -> None:
-    assert code == expected_code, stderr
-    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
-    for needle in needles:
-        assert needle in stderr, stderr
 
 
 def evaluate(val: Path, tmp_path: Path, name: str, *args: str) -> tuple[dict, list[str]]:

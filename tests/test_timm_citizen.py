@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from helpers import read_reference
 from PIL import Image
-from test_baselines import read_reference
 from timm.data import Mixup, create_transform
 from timm.data.dataset import ImageDataset
 from timm.loss import SoftTargetCrossEntropy

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_baselines import read_reference
+from helpers import read_reference
 
 TINY_S2 = {
     "layers": [1, 1, 1, 1],

@@ -82,7 +82,7 @@ def bench_command(
 
     try:
         with err.status("measuring (Ctrl-C keeps the rows finished so far)"):
-            doc = run(opts, plan, on_row)
+            doc = run(opts, plan, on_row, on_progress=info)
     except BenchInterrupted as e:
         show(e.doc, as_json, report.bench_tables)
         info(
