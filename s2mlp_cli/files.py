@@ -94,3 +94,60 @@ def flock(lock: Path, wait: bool) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+SCRATCH_MARK = ".s2mlp-scratch"  # names a folder of ours; only such folders are ever swept
+
+
+@contextmanager
+def scratch(kind: str) -> Iterator[Path]:
+    """A private temporary folder under `S2MLP_HOME/tmp`, removed when the block ends however it ends.
+
+    The folder holds a lock its process keeps for the block's life; a process killed with SIGKILL
+    leaves its folder behind, and the next `scratch` (or `sweep_scratch`) of any run removes every folder
+    whose lock nobody holds. Nothing we download or convert is ever written to /tmp."""
+    import shutil
+    import uuid
+
+    root = s2mlp_home() / "tmp"
+    sweep_scratch()
+    folder = root / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, mode=0o700)
+    fd = -1
+    try:
+        # the mark appears already locked (made under another name, locked, then renamed), so a sweep
+        # running meanwhile never finds it free
+        fd = os.open(folder / ".mark-making", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:
+            pass
+        os.replace(folder / ".mark-making", folder / SCRATCH_MARK)
+        yield folder
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_scratch() -> list[Path]:
+    """Remove the scratch folders that killed runs left (marked by us, lock free); returns them."""
+    import shutil
+
+    removed = []
+    root = s2mlp_home() / "tmp"
+    try:
+        folders = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for folder in folders:
+        mark = folder / SCRATCH_MARK
+        if not mark.is_file():
+            continue  # not ours, or still being made: never touched
+        with flock(mark, wait=False) as free:
+            if free:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed

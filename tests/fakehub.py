@@ -4,7 +4,8 @@ It speaks what huggingface_hub expects: HEAD /{repo}/resolve/{rev}/{file} answer
 that is the file's sha256 (LFS) or git blob sha1, and Content-Length; GET sends the bytes and honours
 `Range: bytes=N-`. Errors carry the X-Error-Code the client maps to its exceptions. Faults a test can
 switch on: `corrupt` (GET sends other bytes of the same length), `break_after` (the first GET of a file
-stops after that many bytes, so the client has to resume), `etags` (another ETag), and `faults` (an HTTP
+stops after that many bytes, so the client has to resume), `etags` (another ETag), `later_etags` (another
+ETag on every HEAD of a file but the first), and `faults` (an HTTP
 status, no ETag, a trickle, a truncated body or a hang: the fault matrix of tests/test_hardening.py).
 
 Writes, as `HfApi.create_repo` / `create_branch` / `create_commit` (plain HTTP: HF_HUB_DISABLE_XET) use
@@ -78,6 +79,10 @@ class FakeHub:
         self.corrupt: set[str] = set()  # file names whose GET bytes are wrong
         self.break_after: dict[str, int] = {}  # file name -> bytes sent before the first GET breaks
         self.etags: dict[str, str] = {}  # file name -> the ETag to send instead of the file's hash
+        # file name -> the ETag to send on every HEAD after the first (an honest first answer, then a
+        # path: what a client that asks twice would write to)
+        self.later_etags: dict[str, str] = {}
+        self._heads: dict[str, int] = {}
         # file name -> a fault of the server: ("status", code) answers HEAD and GET with that status;
         # ("no_etag",) leaves the ETag out; ("trickle", seconds) sends the body a byte at a time, that far
         # apart; ("truncate", n) sends n bytes of every GET, then closes; ("hang",) sends the headers of a
@@ -163,6 +168,11 @@ class FakeHub:
         else:
             etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         etag = self.etags.get(m["file"], etag)
+        if not body:
+            key = f"{m['repo']}/{m['file']}"
+            self._heads[key] = self._heads.get(key, 0) + 1
+            if self._heads[key] > 1 and m["file"] in self.later_etags:
+                etag = self.later_etags[m["file"]]
         headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
         fault = self.faults.get(m["file"], ())
         if fault[:1] == ("status",):

@@ -55,7 +55,7 @@ def test_etag_naming_a_folder_outside_with_the_right_hash_is_refused(fake_hub: F
     assert not outside.exists()
 
 
-def test_a_cached_file_that_resolves_outside_the_cache_is_neither_used_nor_deleted(
+def test_a_snapshot_pointing_outside_the_cache_is_repaired_and_its_target_untouched(
     fake_hub, tmp_path
 ) -> None:
     data, _ = tiny_weights()
@@ -66,9 +66,11 @@ def test_a_cached_file_that_resolves_outside_the_cache_is_neither_used_nor_delet
     victim.write_bytes(b"not weights")
     snapshot.unlink()
     snapshot.symlink_to(victim)  # a cache tampered with, or a blob written outside by an old client
-    code, _, stderr = run("pull", "hubtiny")
-    one_line_error(code, stderr, 1, "resolves outside the cache")
+    code, stdout, stderr = run("pull", "hubtiny", "--json")
+    assert code == 0, stderr  # treated as absent: fetched again and placed by us
+    assert json.loads(stdout)[0]["cached"] is False and snapshot.resolve().read_bytes() == data
     assert victim.read_bytes() == b"not weights"
+    assert snapshot.resolve().is_relative_to(Path(os.environ["HF_HOME"]).resolve())
 
 
 # The fake Hub's faults and what the user must read. Each ends in one line, exit 1, within seconds, with no
@@ -121,19 +123,21 @@ def test_a_download_killed_midway_leaves_no_partial_file(fake_hub: FakeHub, tmp_
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    cache = Path(os.environ["HF_HOME"])
+    scratch = Path(os.environ["S2MLP_HOME"]) / "tmp"
     deadline = time.monotonic() + 60
-    while not list(cache.rglob("*.incomplete")) and time.monotonic() < deadline:  # written 10 MB at a time
+    while not list(scratch.glob("*/incoming")) and time.monotonic() < deadline:  # the download has begun
         time.sleep(0.1)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert list(cache.rglob("*.incomplete")), "the download never started"
+    assert list(scratch.glob("*/incoming")), "the download never started"
+    cache = Path(os.environ["HF_HOME"])
+    assert not list(cache.rglob("blobs/*")), "a partial file reached the cache"
 
     del fake_hub.faults["model.safetensors"]
     code, _, stderr = run("pull", "hubtiny")
     assert code == 0, stderr
-    assert not list(cache.rglob("*.incomplete"))  # the killed run's partial is gone, not left for ever
+    assert [p.name for p in scratch.iterdir()] == []  # the killed run's partial is gone, not left for ever
     assert all(rng is None for _, _, rng in fake_hub.gets("model.safetensors"))  # no resume from it
 
 

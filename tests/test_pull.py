@@ -89,13 +89,23 @@ def test_pinned_revision_and_sha256(fake_hub: FakeHub, zoo: Path) -> None:
         fake_hub.gets("model.safetensors")[0][1] == f"/testorg/hubtiny/resolve/{old_commit}/model.safetensors"
     )
 
-    # --revision overrides the card (and its pin no longer applies: the ETag is checked instead)
-    code, stdout, _ = run("pull", "hubtiny", "--revision", "main", "--json")
-    assert code == 0 and json.loads(stdout)[0]["verified"] == "Hub ETag (sha256)"
-    assert Path(json.loads(stdout)[0]["path"]).read_bytes() == new
+    assert row["pin"] == "card sha256 pin"
+
+    # --revision of the card's own file keeps its pin: main holds other bytes, so they are refused
+    code, _, stderr = run("pull", "hubtiny", "--revision", "main", "--json")
+    one_line_error(code, stderr, 1, "failed verification", "card sha256 pin")
+    assert {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])}["hubtiny"] == "pulled"
+
+    # another repository is checked against its ETag, and the row says no pin held
+    fake_hub.add("testorg/fork", {"model.safetensors": new})
+    code, stdout, _ = run("pull", "hubtiny", "--repo", "testorg/fork", "--json")
+    row = json.loads(stdout)[0]
+    assert code == 0 and row["verified"] == "Hub ETag (sha256)"
+    assert row["pin"] == "none: a repository the card does not pin"
+    assert Path(row["path"]).read_bytes() == new
     # what was pulled is the variant's source from now on ...
     assert {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])}["hubtiny"] == (
-        "pulled (testorg/hubtiny)"
+        "pulled (testorg/fork)"
     )
     model = create_model("hubtiny", pretrained=True)
     assert not torch.equal(model.state_dict()["head.weight"], old_state["head.weight"])
@@ -110,7 +120,7 @@ def test_a_pin_the_file_does_not_match_is_refused(fake_hub: FakeHub, zoo: Path) 
     fake_hub.add("testorg/hubtiny", {"model.safetensors": tiny_weights()[0]})
     write_card(zoo, "hubtiny", "s2mlpv2", TINY_S2, repo="testorg/hubtiny", sha256="0" * 64)
     code, _, stderr = run("pull", "hubtiny")
-    one_line_error(code, stderr, 1, "failed verification", "card sha256 pin", "deleted")
+    one_line_error(code, stderr, 1, "failed verification", "card sha256 pin", "nothing entered the cache")
     assert sources.cached_path(get_card("hubtiny")) is None
 
 
@@ -126,9 +136,9 @@ def test_corrupt_transfer_is_deleted_and_never_used(fake_hub: FakeHub, monkeypat
     fake_hub.add("testorg/hubtiny", {"model.safetensors": data})
     fake_hub.corrupt.add("model.safetensors")
     code, _, stderr = run("pull", "hubtiny")
-    one_line_error(code, stderr, 1, "failed verification", "Hub ETag", "deleted from the cache")
-    blobs = Path(os.environ["HF_HOME"]) / "hub" / "models--testorg--hubtiny" / "blobs"
-    assert not [p for p in blobs.iterdir() if not p.name.endswith(".lock")]
+    one_line_error(code, stderr, 1, "failed verification", "Hub ETag", "nothing entered the cache")
+    assert not (Path(os.environ["HF_HOME"]) / "hub" / "models--testorg--hubtiny").exists()
+    assert not list((Path(os.environ["S2MLP_HOME"]) / "tmp").iterdir())  # the scratch copy is gone too
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the bad file is not served later
     code, _, stderr = run("pull", "hubtiny")

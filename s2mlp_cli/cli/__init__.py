@@ -5,8 +5,12 @@ Nothing here imports torch, timm or torchvision, so `s2mlp --help` answers in a 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -27,6 +31,33 @@ COMMANDS = {
 }
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the program is so that cleanup runs as it does for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP unwind the stack (and exit 143 / 129) instead of killing
+    the process where it stands. Only the main thread may set handlers; elsewhere they keep theirs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, unwind) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class LazyGroup(click.Group):
     """Imports a command's module on first use, and turns expected failures into one-line errors."""
 
@@ -41,9 +72,15 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _signals_unwind():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except Terminated as e:  # every `finally` has run: temporary files are gone
+            click.echo(
+                f"Error: stopped by {signal.Signals(e.signum).name}; nothing half-written was kept", err=True
+            )
+            ctx.exit(128 + e.signum)
         except S2MLPError as e:
             raise to_click(e, ctx.invoked_subcommand) from e
         except Exception as e:

@@ -46,6 +46,39 @@ def _entrypoint(card: Card):
     return entrypoint
 
 
+def _verified_config(model_id: str, filename: str, *args: Any, **kwargs: Any) -> str:
+    """timm's `download_from_hf` for `hf-hub:` names, made safe: the file is read into memory through our
+    one-HEAD fetch (ETag checked as plain hex, bytes verified), then written by us under
+    `S2MLP_HOME/hub-configs`; huggingface_hub's client never names a file on disk. Offline, the copy
+    verified last time is used."""
+    from s2mlp_cli import sources
+    from s2mlp_cli.errors import HubError
+    from s2mlp_cli.files import s2mlp_home, write_text_atomic
+    from s2mlp_cli.sources.choice import check_names
+    from s2mlp_cli.sources.download import fetch_small
+
+    repo, _, revision = model_id.partition("@")
+    check_names(repo, revision or None, filename)
+    target = s2mlp_home() / "hub-configs" / repo.replace("/", "--") / (revision or "main") / filename
+    if sources.offline():
+        if target.is_file():
+            return str(target)
+        raise HubError(f"hf-hub:{model_id}: {filename} is not here and HF_HUB_OFFLINE is set")
+    data = fetch_small(sources.Source(repo, filename, revision or None))
+    write_text_atomic(target, data.decode("utf-8"))
+    return str(target)
+
+
+def _guard_timm_hub() -> None:
+    """Route timm's Hub config fetch (`hf-hub:` names) through `_verified_config`."""
+    try:
+        from timm.models import _hub
+    except ImportError:
+        return
+    if hasattr(_hub, "download_from_hf"):
+        _hub.download_from_hf = _verified_config
+
+
 def _register_with_timm() -> None:
     """One timm entrypoint and default cfg per card of our own families, named as the card."""
     from timm.models import register_model
@@ -69,3 +102,4 @@ def _register_with_timm() -> None:
 
 
 _register_with_timm()
+_guard_timm_hub()

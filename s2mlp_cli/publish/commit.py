@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from s2mlp_cli import sources
 from s2mlp_cli.errors import PushError
-from s2mlp_cli.files import file_sha256
+from s2mlp_cli.files import file_sha256, scratch
 from s2mlp_cli.publish.card import WEIGHTS_FILE, config_json, model_card
 from s2mlp_cli.publish.request import Evidence, PushOptions, check
 from s2mlp_cli.zoo import Card
@@ -36,8 +35,8 @@ def push(opts: PushOptions) -> dict[str, Any]:
     token = _token()
     source = Path(opts.weights).expanduser()
     state_dict = _state_dict(card, source)
-    with tempfile.TemporaryDirectory(prefix="s2mlp-push-") as tmp:
-        weights_path = Path(tmp) / WEIGHTS_FILE
+    with scratch("push") as tmp:  # under S2MLP_HOME: removed on any exit, swept after a kill
+        weights_path = tmp / WEIGHTS_FILE
         _save(state_dict, weights_path, card)
         sha = file_sha256(weights_path)
         _check_evidence(evidence, {sha, file_sha256(source)})
@@ -155,24 +154,19 @@ def _commit(opts: PushOptions, token: str, card: Card, weights: Path, config: di
 
 def _refuse_other_model(api: Any, opts: PushOptions, card: Card) -> None:
     """A repository that already holds another model is not overwritten."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
+    from s2mlp_cli.errors import HubError
+    from s2mlp_cli.sources.download import fetch_small
+
     for revision in dict.fromkeys([opts.revision or "main", "main"]):
-        try:
-            with tempfile.TemporaryDirectory(prefix="s2mlp-push-") as tmp:
-                path = hf_hub_download(
-                    opts.repo,
-                    "config.json",
-                    revision=revision,
-                    cache_dir=tmp,
-                    endpoint=api.endpoint,
-                    token=api.token,
-                )
-                config = json.loads(Path(path).read_text(encoding="utf-8"))
-        except RevisionNotFoundError:
-            continue  # a new branch: made from main, checked next
-        except EntryNotFoundError:
+        try:  # read into memory, verified against its ETag: nothing the server names is written
+            config = json.loads(fetch_small(sources.Source(opts.repo, "config.json", revision)))
+        except HubError as e:
+            if isinstance(e.__cause__, RevisionNotFoundError):
+                continue  # a new branch: made from main, checked next
+            if not isinstance(e.__cause__, EntryNotFoundError):
+                raise PushError(f"cannot read {opts.repo}'s config.json: {e}") from e
             if any(api.file_exists(opts.repo, f, revision=revision) for f in _MODEL_FILES):
                 raise PushError(
                     f"{opts.repo} already holds a model with no config.json naming its architecture; push "

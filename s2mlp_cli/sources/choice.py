@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.errors import HubError, S2MLPError, WeightsUnavailableError
-from s2mlp_cli.sources.places import hub_cache, offline, variant_dir
+from s2mlp_cli.sources.places import REPO_ID, hub_cache, offline, variant_dir
 from s2mlp_cli.zoo import Card
 
 
@@ -49,18 +49,35 @@ def hub_source(
     for name, value in (("repo", repo), ("filename", filename), ("revision", revision)):
         if value is not None and not value.strip():
             raise S2MLPError(f"{name} is empty: name one, or leave it out for the card's", param=name)
+    check_names(repo, revision, filename)
     w = card.weights
     if repo is None and not (w.published and w.repo):
         return None
     own = repo is None or repo == w.repo
-    pinned = own and revision in (None, w.revision) and filename in (None, w.filename)
+    own_file = own and filename in (None, w.filename)
     return Source(
         repo=repo or w.repo,
         filename=filename or w.filename or "model.safetensors",
         revision=revision or (w.revision if own else None),
-        # the pin holds for the card's own file only
-        sha256=w.sha256 if pinned else None,
+        # the pin holds for the card's own file, at whatever revision it is fetched
+        sha256=w.sha256 if own_file else None,
     )
+
+
+_REVISION = re.compile(r"^[A-Za-z0-9][\w.\-/]{0,199}$")
+
+
+def check_names(repo: str | None, revision: str | None, filename: str | None) -> None:
+    """What becomes a URL and a name in the cache: OWNER/NAME, a revision and a path inside the
+    repository, none of which may climb out of its folder."""
+    if repo is not None and not REPO_ID.match(repo):
+        raise S2MLPError(f"expected OWNER/NAME (letters, digits, - _ .), got {repo!r}", param="repo")
+    if revision is not None and (not _REVISION.match(revision) or ".." in revision.split("/")):
+        raise S2MLPError(f"expected a branch, tag or commit, got {revision!r}", param="revision")
+    if filename is not None:
+        parts = filename.split("/")
+        if filename.startswith("/") or "\\" in filename or any(p in ("", ".", "..") for p in parts):
+            raise S2MLPError(f"expected a path inside the repository, got {filename!r}", param="filename")
 
 
 def no_weights_error(card: Card) -> WeightsUnavailableError:

@@ -1,56 +1,205 @@
-"""Talking to the Hub: one download, and one line for each way it can fail. A download is refused unless
-the Hub names the file's checksum (its ETag) as plain hex, is given up when it stalls, and leaves no
-partial file behind; the caller verifies the bytes (`sources.resolve`).
+"""Talking to the Hub: one HEAD, whose answer alone names the file (its commit and checksum, each refused
+unless plain hex), and one GET of its bytes into a file of ours; one line for each way that can fail.
+
+huggingface_hub's client is used for what it knows (the URL, headers and token, the HEAD with its
+redirects, its HTTP session), never to write: `hf_hub_download` asks the Hub a second time and names the
+file on disk after that second answer, so a server could send a path for a name. Here the caller gets
+the bytes in a file it chose and verifies them before anything is placed in the cache (`resolve`).
+A GET that breaks off resumes from where it stopped, within the run; one that stalls, or whose average
+rate stays too low to finish, is given up.
 """
 
 from __future__ import annotations
 
-import inspect
+import hashlib
 import os
 import socket
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from s2mlp_cli.console import Bar
 from s2mlp_cli.errors import HubError
-from s2mlp_cli.files import flock, inside
 from s2mlp_cli.sources.choice import Source
-from s2mlp_cli.sources.places import HEX40, HEX64, endpoint, hub_cache
+from s2mlp_cli.sources.places import HEX40, HEX64, endpoint
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+# A GET that brings fewer than STALL_BYTES in any STALL_S seconds is given up (the client's read
+# timeout catches silence, not a server that sends a byte every few seconds); so is one whose average
+# rate, after MIN_RATE_AFTER_S, stays under MIN_RATE bytes/s (a trickle just above the stall bound would
+# take days for a large file).
+STALL_S = 30.0
+STALL_BYTES = 64 * 1024
+MIN_RATE = 100 * 1024
+MIN_RATE_AFTER_S = 120.0
+RESUMES = 5  # a GET that breaks off is resumed (Range) this many times within one run
+MAX_SMALL = 1 << 20  # `fetch_small` (config files) reads at most this much
+_GAVE_UP = "gave up and removed the partial file, run it again"
 
 
-def download(src: Source, progress: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+@dataclass(frozen=True)
+class Meta:
+    """What the one HEAD said of a file: where its bytes are, its commit, checksum and size."""
+
+    url: str
+    location: str
+    commit: str
+    etag: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A file's bytes, written where the caller asked, with the two hashes a Hub ETag can be."""
+
+    path: Path
+    sha256: str
+    git_sha1: str
+    size: int
+
+
+def head(src: Source) -> Meta:
+    """The file's metadata from one HEAD; refused unless its ETag is a plain sha256 or git sha1 and its
+    commit a full hash: these become names on disk."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = endpoint()
     check_reachable(url)
-    kwargs: dict[str, Any] = {
-        "revision": src.revision,
-        "cache_dir": hub_cache(),
-        "endpoint": url,
-    }
-    if progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
-        kwargs["tqdm_class"] = Bar
-    etag = None
+    file_url = hf_hub_url(src.repo, src.filename, revision=src.revision, endpoint=url)
     try:
         with quiet_hub_logger():
-            etag = _check_etag(src, url)  # the client names the blob after the ETag: only plain hex may pass
-            _drop_stale_partials(src)
-            with _stall_guard(src, url):
-                path = Path(hf_hub_download(src.repo, src.filename, **kwargs))
-    except BaseException as e:
-        if etag is not None:
-            _drop_stale_partials(src, etag)  # this run's partial file too: nothing half-written stays
-        if isinstance(e, Exception) and not isinstance(e, HubError):
-            raise _download_error(e, src, url) from e
-        raise
-    return path  # `resolve` checks where it resolves before anything reads it
+            meta = get_hf_file_metadata(file_url, token=_token())
+    except Exception as e:
+        raise _download_error(e, src, url) from e
+    etag, commit = meta.etag or "", meta.commit_hash or ""
+    if not etag:
+        raise HubError(
+            f"{src}: the Hub sent no ETag (the file's checksum), so the file could not be verified; refusing "
+            "to download it (check HF_ENDPOINT)"
+        )
+    if not (HEX64.match(etag) or HEX40.match(etag)):
+        raise HubError(
+            f"{src}: the Hub answered an ETag that is not a plain hex checksum ({etag[:48]!r}); refusing to "
+            "download it (check HF_ENDPOINT)"
+        )
+    if not HEX40.match(commit):
+        raise HubError(
+            f"{src}: the Hub answered a commit that is not a full hex hash ({commit[:48]!r}); refusing to "
+            "download it (check HF_ENDPOINT)"
+        )
+    return Meta(file_url, meta.location or file_url, commit, etag, meta.size)
+
+
+def fetch(src: Source, meta: Meta, dest: Path, progress: bool) -> Fetched:
+    """The file's bytes into `dest` (a file of the caller's), hashed as they arrive."""
+    from s2mlp_cli.console import Bar
+
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1(f"blob {meta.size}\0".encode()) if meta.size is not None else None
+    with Bar(desc=src.filename, total=meta.size, enabled=progress) as bar, open(dest, "wb") as out:
+
+        def take(chunk: bytes) -> None:
+            out.write(chunk)
+            sha256.update(chunk)
+            if sha1 is not None:
+                sha1.update(chunk)
+            bar.update(len(chunk))
+
+        got = _stream(src, meta, take)
+    git_sha1 = sha1.hexdigest() if sha1 is not None and got == meta.size else ""
+    return Fetched(dest, sha256.hexdigest(), git_sha1, got)
+
+
+def fetch_small(src: Source) -> bytes:
+    """A small file's bytes (a config), read into memory and never written anywhere."""
+    meta = head(src)
+    if meta.size is not None and meta.size > MAX_SMALL:
+        raise HubError(f"{src} is {meta.size:,} bytes; a config file is at most {MAX_SMALL:,}")
+    parts: list[bytes] = []
+    got = _stream(src, meta, parts.append, limit=MAX_SMALL)
+    data = b"".join(parts)[:got]
+    expected = hashlib.sha256(data).hexdigest() if HEX64.match(meta.etag) else _git_sha1(data)
+    if expected != meta.etag:
+        raise HubError(
+            f"{src} failed verification: its hash is {expected[:16]}…, the Hub ETag {meta.etag[:16]}…"
+        )
+    return data
+
+
+def _git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _stream(src: Source, meta: Meta, take: Callable[[bytes], Any], limit: int | None = None) -> int:
+    """GET the bytes and hand each chunk to `take`; resume a GET that breaks off; returns the count."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    session = get_session()
+    same_origin = urlsplit(meta.location)[:2] == urlsplit(meta.url)[:2]
+    headers = build_hf_headers(token=_token() if same_origin else None)  # no token to another origin
+    headers["Accept-Encoding"] = "identity"
+    got, tries, start = 0, 0, time.monotonic()
+    window_start, window_got = start, 0
+    while True:
+        if got:
+            headers["Range"] = f"bytes={got}-"
+        try:
+            with session.stream(
+                "GET", meta.location, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+                follow_redirects=True,
+            ) as response:  # fmt: skip
+                if response.status_code >= 400:
+                    response.read()
+                    response.raise_for_status()
+                if got and response.status_code != 206:
+                    raise HubError(f"the Hub at {endpoint()} did not resume {src} where it stopped")
+                for chunk in response.iter_bytes():  # as they arrive: the stall guard sees a trickle
+                    take(chunk)
+                    got += len(chunk)
+                    window_got += len(chunk)
+                    now = time.monotonic()
+                    if limit is not None and got > limit:
+                        raise HubError(f"{src} is larger than {limit:,} bytes")
+                    if now - window_start >= STALL_S:
+                        if window_got < STALL_BYTES:
+                            took = f"{window_got:,} bytes in {now - window_start:.0f} s"
+                            raise HubError(
+                                f"the Hub at {endpoint()} sent {src} too slowly ({took}); {_GAVE_UP}"
+                            )
+                        window_start, window_got = now, 0
+                    if now - start >= MIN_RATE_AFTER_S and got / (now - start) < MIN_RATE:
+                        took = f"on average {got / (now - start):,.0f} bytes/s over {now - start:.0f} s"
+                        raise HubError(f"the Hub at {endpoint()} sent {src} too slowly ({took}); {_GAVE_UP}")
+            if meta.size is None or got >= meta.size:
+                return got
+            raise _Short(f"the body ended at {got:,} of {meta.size:,} bytes")
+        except HubError:
+            raise
+        except Exception as e:
+            if not _transient(e) or tries >= RESUMES:
+                raise _download_error(e, src, endpoint()) from e
+            tries += 1
+
+
+class _Short(Exception):
+    """A response body that ended before the size the HEAD announced."""
+
+
+def _transient(e: Exception) -> bool:
+    """A break worth resuming: the connection dropped, a body ended short, a read timed out."""
+    if isinstance(e, _Short | OSError | TimeoutError):
+        return True
+    name = type(e).__name__
+    return any(k in name for k in ("Timeout", "RemoteProtocol", "ReadError", "ConnectError", "NetworkError"))
+
+
+def _token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
 
 
 def _download_error(e: Exception, src: Source, url: str) -> HubError:
@@ -64,6 +213,8 @@ def _download_error(e: Exception, src: Source, url: str) -> HubError:
         RevisionNotFoundError,
     )
 
+    if isinstance(e, HubError):
+        return e
     if isinstance(e, GatedRepoError):  # before RepositoryNotFoundError, its parent
         return HubError(
             f"{src.repo} is gated or private: accept its terms on the Hub, then log in "
@@ -82,8 +233,8 @@ def _download_error(e: Exception, src: Source, url: str) -> HubError:
         return HubError(
             f"{src.filename} not found in {src.repo} at {src.revision or 'main'} (check the file name)"
         )
-    if isinstance(e, HfHubHTTPError):
-        status = getattr(getattr(e, "response", None), "status_code", None)
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(e, HfHubHTTPError) or isinstance(status, int):
         if status == 429:
             return HubError(
                 f"the Hub at {url} is limiting requests (HTTP 429 Too Many Requests) for {src}; wait a few "
@@ -95,98 +246,10 @@ def _download_error(e: Exception, src: Source, url: str) -> HubError:
                 "try again later"
             )
         return HubError(f"the Hub at {url} refused {src}: {reason(e)}")
-    # transport errors after the client's retries, a short body, disk full, ...
+    # transport errors after the resumes, a short body, disk full, ...
     return HubError(
         f"downloading {src} failed ({type(e).__name__}: {reason(e)}); nothing was kept, run it again"
     )
-
-
-def _check_etag(src: Source, url: str) -> str:
-    """The file's ETag; refused unless a plain sha256 or git sha1: huggingface_hub uses the ETag as the
-    blob's file name unchecked, so `../../x` would write (and our verification delete) outside the cache."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-    meta = get_hf_file_metadata(hf_hub_url(src.repo, src.filename, revision=src.revision, endpoint=url))
-    etag = meta.etag or ""
-    if not etag:
-        raise HubError(
-            f"{src}: the Hub sent no ETag (the file's checksum), so the file could not be verified; refusing "
-            "to download it (check HF_ENDPOINT)"
-        )
-    if not (HEX64.match(etag) or HEX40.match(etag)):
-        raise HubError(
-            f"{src}: the Hub answered an ETag that is not a plain hex checksum ({etag[:48]!r}); refusing to "
-            "download it (check HF_ENDPOINT)"
-        )
-    return etag
-
-
-# A download that brings fewer than STALL_BYTES in any STALL_S seconds is given up: the client's read
-# timeout catches silence, not a server that sends a byte every few seconds (days for a 100 MB file).
-STALL_S = 30.0
-STALL_BYTES = 64 * 1024
-
-
-@contextmanager
-def _stall_guard(src: Source, url: str) -> Iterator[None]:
-    """Watch every response body the client reads while the block runs (httpx-based clients; older
-    requests-based ones keep only their read timeout)."""
-    try:
-        from huggingface_hub.utils import get_session
-
-        session = get_session()
-        hooks = session.event_hooks["response"]
-        base = sys.modules[type(session).__module__.partition(".")[0]].SyncByteStream
-    except Exception:
-        yield
-        return
-
-    class Guarded(base):
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        def __iter__(self) -> Iterator[bytes]:
-            start, got = time.monotonic(), 0
-            for chunk in self.inner:
-                got += len(chunk)
-                if (now := time.monotonic()) - start >= STALL_S:
-                    if got < STALL_BYTES:
-                        raise HubError(
-                            f"the Hub at {url} sent {src} too slowly ({got:,} bytes in {now - start:.0f} s); "
-                            "gave up and removed the partial file, run it again"
-                        )
-                    start, got = now, 0
-                yield chunk
-
-        def close(self) -> None:
-            self.inner.close()
-
-    def guard(response: Any) -> None:
-        response.stream = Guarded(response.stream)
-
-    hooks.append(guard)
-    try:
-        yield
-    finally:
-        hooks.remove(guard)
-
-
-def _drop_stale_partials(src: Source, etag: str | None = None) -> None:
-    """Delete the repository's half-downloaded blobs that no running download holds the lock of; with
-    `etag`, that blob's only. A killed download leaves `<etag>.incomplete` (huggingface_hub 1.x, which
-    resumes from it) or `<etag>.<random>.incomplete` (2.x, never reused); a later download starts afresh
-    instead of resuming bytes of unknown provenance."""
-    folder = hub_cache() / f"models--{src.repo.replace('/', '--')}"
-    locks = hub_cache() / ".locks" / folder.name
-    for partial in sorted((folder / "blobs").glob("*.incomplete")):
-        name = partial.name.partition(".")[0]
-        if not (HEX64.match(name) or HEX40.match(name)) or (etag and name != etag):
-            continue
-        if not inside(partial, hub_cache()):
-            continue
-        with flock(locks / f"{name}.lock", wait=False) as free:
-            if free:
-                partial.unlink(missing_ok=True)
 
 
 def reason(e: BaseException) -> str:

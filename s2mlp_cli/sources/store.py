@@ -39,6 +39,7 @@ class Pulled:
     size: int
     cached: bool  # True when no download was needed
     origin: str = "card"  # "given" (named by the caller), "pulled" (remembered from s2mlp pull), "card"
+    pin: str = ""  # whether the card's sha256 pin held for a Hub file, and if not why not
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
