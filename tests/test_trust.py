@@ -125,3 +125,177 @@ def test_sigterm_during_a_download_unwinds_and_leaves_nothing(fake_hub: FakeHub)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143 and b"stopped by SIGTERM" in stderr and b"Traceback" not in stderr
     assert list(scratch.iterdir()) == []  # removed by the unwinding run itself, no sweep needed
+
+
+# --- 2, 3, 4, 5, 10. the crop cache: ours only, current, whole, never fatal ------------------------------
+
+
+def test_cache_clear_all_removes_only_entries_it_made(setup, tmp_path: Path, items, monkeypatch) -> None:
+    import fakeimagenet as fi
+    from helpers import run_eval
+
+    weights, labels, _ = setup
+    user = tmp_path / "home"
+    (user / "Documents").mkdir(parents=True)
+    (user / "Documents" / "thesis.tex").write_text("years of work")
+    (user / "notes").mkdir()
+    (user / "notes" / "meta.json").write_text('{"version": 3}')  # looks like an entry, is not ours
+    monkeypatch.setenv("S2MLP_CACHE", str(user))
+    root = fi.class_folders(tmp_path / "val", items, labels)
+    assert run_eval(weights, "--data", str(root))[0] == 0
+    listed = json.loads(run("cache", "list", "--json")[1])["entries"]
+    assert [e["status"] for e in listed] == ["complete"]  # foreign folders are not listed
+    code, stdout, _ = run("cache", "clear", "--all", "--json")
+    assert code == 0 and json.loads(stdout)["removed"] == [listed[0]["name"]]
+    assert (user / "Documents" / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in user.iterdir()) == ["Documents", "notes"]
+
+
+def _bmp(item: bytes, invert: bool) -> bytes:
+    """An image as BMP: the same dimensions always give the same number of bytes."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    img = Image.open(io.BytesIO(item)).convert("RGB")
+    buf = io.BytesIO()
+    (ImageOps.invert(img) if invert else img).save(buf, "BMP")
+    return buf.getvalue()
+
+
+def test_a_file_replaced_with_its_size_and_mtime_kept_is_never_served_stale(setup, tmp_path, items) -> None:
+    import fakeimagenet as fi
+    from helpers import run_eval
+
+    weights, labels, _ = setup
+    first, second = _bmp(items[0][1], False), _bmp(items[0][1], True)
+    assert len(first) == len(second) and first != second
+    root = fi.class_folders(tmp_path / "val", [(items[0][0], first), *items[1:]], labels)
+    assert run_eval(weights, "--data", str(root))[0] == 0  # builds the entry
+    path = next(root.rglob(items[0][0]))
+    st = path.stat()
+    path.write_bytes(second)  # `cp -p`, `rsync -t`, a re-extracted archive: size and mtime as before
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    code, cached, stderr = run_eval(
+        weights, "--data", str(root), "--save-predictions", str(tmp_path / "a.jsonl")
+    )
+    assert code == 0 and not cached["env"]["cache"].startswith("read"), stderr
+    code, fresh, _ = run_eval(
+        weights, "--data", str(root), "--no-cache", "--save-predictions", str(tmp_path / "b.jsonl")
+    )
+    assert code == 0
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()  # per image, as now
+    keys = ("top1", "top5", "loss", "images")
+    assert [cached["results"][0][k] for k in keys] == [fresh["results"][0][k] for k in keys]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_entry_is_a_miss_and_is_replaced(setup, tmp_path, items, damage) -> None:
+    import fakeimagenet as fi
+    from helpers import check, run_eval
+
+    from s2mlp_cli import cache
+
+    weights, labels, expected = setup
+    root = fi.class_folders(tmp_path / "val", items, labels)
+    assert run_eval(weights, "--data", str(root))[0] == 0
+    (entry,) = cache.entries()
+    crops = Path(entry["path"]) / "crops.u8"
+    data = bytearray(crops.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+        crops.write_bytes(bytes(data))
+    else:
+        crops.write_bytes(bytes(data[: len(data) // 2]))
+    code, doc, stderr = run_eval(weights, "--data", str(root))
+    assert code == 0 and doc["env"]["cache"].startswith("built"), stderr
+    check(doc, expected)
+    code, doc, _ = run_eval(weights, "--data", str(root))  # the rebuilt entry is whole and read
+    assert code == 0 and doc["env"]["cache"].startswith("read")
+    check(doc, expected)
+
+
+@pytest.mark.parametrize("where", ["a-file", "dev-null", "no-such-user", "read-only", "in-proc", "bad-meta"])
+def test_a_cache_that_cannot_be_used_is_a_warning_and_an_uncached_run(
+    setup, tmp_path, items, monkeypatch, where
+) -> None:
+    import fakeimagenet as fi
+    from helpers import check, run_eval
+
+    from s2mlp_cli import cache
+
+    weights, labels, expected = setup
+    root = fi.class_folders(tmp_path / "val", items, labels)
+    folder = tmp_path / "cache"
+    if where == "a-file":
+        folder.write_text("not a folder")
+    elif where == "dev-null":
+        folder = Path("/dev/null")
+    elif where == "no-such-user":
+        folder = Path("~nosuchuser_s2mlp/x")
+    elif where == "read-only":
+        folder.mkdir()
+        folder.chmod(0o500)
+    elif where == "in-proc":  # a folder nobody can make, root included
+        folder = Path("/proc/s2mlp-cache")
+    monkeypatch.setenv("S2MLP_CACHE", str(folder))
+    if where == "bad-meta":
+        assert run_eval(weights, "--data", str(root))[0] == 0
+        (entry,) = cache.entries()
+        (Path(entry["path"]) / "meta.json").write_text("[1, 2")  # malformed
+    if where == "read-only" and os.access(folder, os.W_OK):
+        pytest.skip("running as a user who can write anywhere")
+    code, doc, stderr = run_eval(weights, "--data", str(root))
+    assert code == 0, stderr
+    check(doc, expected)
+    if where == "in-proc":  # a file system with no free space: never tried
+        assert doc["env"]["cache"] == "off (not enough disk)"
+    elif where != "bad-meta":
+        assert "crop cache off" in stderr and doc["env"]["cache"].startswith("off (")
+    code, doc, stderr = run_eval(weights, "--data", str(root))  # and every later run too
+    assert code == 0, stderr
+    check(doc, expected)
+
+
+def test_a_disk_that_fills_while_building_is_a_warning_and_no_result_is_lost(
+    setup, tmp_path, items, monkeypatch
+) -> None:
+    import errno
+
+    import fakeimagenet as fi
+    from helpers import check, run_eval
+
+    from s2mlp_cli import cache
+
+    weights, labels, expected = setup
+    root = fi.class_folders(tmp_path / "val", items, labels)
+    writes = []
+
+    def pwrite(fd, data, offset):
+        writes.append(offset)
+        if len(writes) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.pwrite(fd, data, offset)
+
+    monkeypatch.setattr(cache.os, "pwrite", pwrite)
+    code, doc, stderr = run_eval(weights, "--data", str(root))
+    assert code == 0 and "No space left on device" in stderr, stderr
+    check(doc, expected)
+    assert cache.entries() == [] and not any(cache.cache_root().iterdir())  # no partial folder left
+
+
+def test_clear_never_removes_an_entry_another_run_is_building(setup, tmp_path, items) -> None:
+    import fakeimagenet as fi
+
+    from s2mlp_cli import cache
+    from s2mlp_cli.data import Preprocess, find_dataset
+
+    _, labels, _ = setup
+    ds = find_dataset(fi.class_folders(tmp_path / "val", items, labels))
+    prep = Preprocess(56, 0.875, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    writer = cache.Writer(ds.root, ds.samples, prep, cache.fingerprint(ds.samples, prep))
+    (entry,) = cache.entries()
+    assert entry["status"] == "building (another run)"
+    assert cache.clear() == [] and writer.tmp.is_dir()
+    writer.abort()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2mlp_cli import cache
-from s2mlp_cli.console import info
+from s2mlp_cli.console import info, warn
 from s2mlp_cli.data import Dataset, EvalSet, collate_raw, decode_on_gpu
 from s2mlp_cli.evaluate.shard import Shard
 from s2mlp_cli.zoo import Preprocess
@@ -38,8 +38,16 @@ class Source:
     def batches(self) -> Any:
         for x, y, idx, errors in self._batches:
             if self.writer is not None:
-                self.writer.put(idx, x if x.device.type == "cpu" else x.cpu(), list(errors))
+                try:
+                    self.writer.put(idx, x if x.device.type == "cpu" else x.cpu(), list(errors))
+                except OSError as e:  # a full disk, a folder removed: the pass goes on uncached
+                    self._drop(f"writing it failed ({e.strerror or e})")
             yield x, y, idx, list(errors)
+
+    def _drop(self, why: str) -> None:
+        self.writer.abort()
+        self.writer, self.note = None, f"off ({why})"
+        warn(f"crop cache: {why}; this pass goes on without it")
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -47,29 +55,43 @@ class Source:
 
     def finish(self) -> str:
         if self.writer is not None:
-            folder = self.writer.commit()
+            try:
+                folder = self.writer.commit()
+            except OSError as e:
+                self._drop(f"finishing the entry failed ({e.strerror or e})")
+                return self.note
             return f"built {folder.name}" if folder else "not built (incomplete pass)"
         return self.note
 
 
 def source(dataset: Dataset, prep: Preprocess, indices: list[int], opts: Options) -> Source:
     """The cached crops when there are any for this set and geometry; else decoding, filling the cache
-    on the way when it is on, this is the only process, and the disk has room."""
+    on the way when it is on, this is the only process, and the disk has room. Any failure of the cache
+    (an unusable folder, a damaged entry, a full disk) is a warning and an uncached pass."""
+    if opts.cache and opts.decode == "cpu":
+        try:
+            return _cache_source(dataset, prep, indices, opts)
+        except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: `~nosuchuser` in S2MLP_CACHE
+            why = getattr(e, "strerror", None) or str(e).splitlines()[0] or type(e).__name__
+            warn(f"crop cache off ({why}: {cache.cache_root_text()}); decoding every image")
+            return Source(_decoded_batches(dataset, prep, indices, opts), note=f"off ({why})")
+    return Source(_decoded_batches(dataset, prep, indices, opts), note="off")
+
+
+def _cache_source(dataset: Dataset, prep: Preprocess, indices: list[int], opts: Options) -> Source:
     samples = dataset.samples
     whole = len(indices) == len(samples)
-    if opts.cache and opts.decode == "cpu":
-        fp = cache.fingerprint(samples, prep)
-        if (hit := cache.lookup(samples, prep, fp)) is not None:
-            info(f"crops: from the cache ({hit.path.name})")
-            return Source(_cached_batches(hit, samples, indices, opts), note=f"read {hit.path.name}")
-        writer = None
-        if whole and cache.room_for(len(samples), prep):
-            writer = cache.Writer(dataset.root, samples, prep, fp)
-        note = "building" if writer else ("off under torchrun" if not whole else "off (not enough disk)")
-        if writer is None:
-            info(f"crops: not cached ({note})")
-        return Source(_decoded_batches(dataset, prep, indices, opts), writer, note)
-    return Source(_decoded_batches(dataset, prep, indices, opts), note="off")
+    fp = cache.fingerprint(samples, prep)
+    if (hit := cache.lookup(samples, prep, fp)) is not None:
+        info(f"crops: from the cache ({hit.path.name})")
+        return Source(_cached_batches(hit, samples, indices, opts), note=f"read {hit.path.name}")
+    writer = None
+    if whole and cache.room_for(len(samples), prep):
+        writer = cache.Writer(dataset.root, samples, prep, fp)
+    note = "building" if writer else ("off under torchrun" if not whole else "off (not enough disk)")
+    if writer is None:
+        info(f"crops: not cached ({note})")
+    return Source(_decoded_batches(dataset, prep, indices, opts), writer, note)
 
 
 def _decoded_batches(dataset: Dataset, prep: Preprocess, indices: list[int], opts: Options) -> Any:
