@@ -299,3 +299,118 @@ def test_clear_never_removes_an_entry_another_run_is_building(setup, tmp_path, i
     assert entry["status"] == "building (another run)"
     assert cache.clear() == [] and writer.tmp.is_dir()
     writer.abort()
+
+
+# --- 8. push publishes only evidence that says which weights it measured ---------------------------------
+
+
+def _eval_doc(sha: str | None, **row: object) -> dict:
+    base = {"model": "hubtiny", "status": "ok", "top1": 1.0, "top5": 5.0, "loss": 6.9, "images": 10,
+            "skipped": 0, "set": "a subset", "dtype": "float32"}  # fmt: skip
+    if sha is not None:
+        base["weights_sha256"] = sha
+    return {
+        "env": {"device": "cpu", "device_name": "cpu", "date": "2026-11-29"},
+        "results": [{**base, **row}],
+    }
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"sha": None}, "no weights_sha256"),
+        ({"top1": "80.1"}, "top1 of hubtiny is '80.1'"),
+        ({"images": 10.5}, "images of hubtiny is 10.5"),
+        ({"env": [1, 2]}, "env is a list"),
+        ({"rows": ["a", 3]}, "has no finished result for hubtiny"),
+    ],
+    ids=["no-hash", "string-top1", "float-images", "list-env", "odd-rows"],
+)
+def test_push_refuses_eval_evidence_it_cannot_stand_behind(
+    fake_hub: FakeHub, tmp_path, change, needle
+) -> None:
+    import hashlib
+
+    data, _ = tiny_weights()
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    doc = _eval_doc(change.pop("sha", sha), **{k: v for k, v in change.items() if k not in ("env", "rows")})
+    if "env" in change:
+        doc["env"] = change["env"]
+    if "rows" in change:
+        doc["results"] = change["rows"]
+    (tmp_path / "eval.json").write_text(json.dumps(doc))
+    code, _, stderr = run(
+        "push", "hubtiny", "--weights", str(weights), "--repo", "me/x", "--eval", str(tmp_path / "eval.json")
+    )
+    one_line_error(code, stderr, 2, "--eval", needle)
+    assert fake_hub.requests == [] and fake_hub.commits_made == []
+
+
+# --- 9. torchrun: the same data everywhere, no silent hang, one process per GPU ---------------------------
+
+_AGREE = """
+import os, sys, time
+import torch.multiprocessing as mp
+
+def rank(r, port, values):
+    os.environ.update(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), S2MLP_DIST_TIMEOUT="3")
+    from s2mlp_cli.errors import S2MLPError
+    from s2mlp_cli.evaluate import Shard
+    shard = Shard.from_env("cpu")
+    if values[r] == "STOP":  # a process that stops answering: the others must not wait in silence
+        time.sleep(6)
+        os._exit(0)
+    try:
+        shard.agree("data", values[r])
+        os.write(1, f"rank {r}: agreed\\n".encode())  # one write a line: the two processes share stdout
+    except S2MLPError as e:
+        os.write(1, f"rank {r}: {e}\\n".encode())
+    os._exit(0)  # without tearing the group down: a peer may be gone
+
+if __name__ == "__main__":
+    mp.spawn(rank, args=(int(sys.argv[1]), sys.argv[2:]), nprocs=2)
+"""
+
+
+@pytest.mark.slow  # processes
+@pytest.mark.parametrize(
+    "values, said",
+    [
+        (["a", "a"], "agreed"),
+        (["a", "b"], "see different data: rank 1"),
+        (["a", "STOP"], "stopped answering"),
+    ],
+    ids=["same", "different", "stopped"],
+)
+def test_processes_that_see_different_data_stop_before_any_work(tmp_path: Path, values, said) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "agree.py"
+    script.write_text(_AGREE)
+    done = subprocess.run(
+        [sys.executable, str(script), str(port), *values], capture_output=True, text=True, timeout=120
+    )
+    lines = sorted(ln for ln in done.stdout.splitlines() if ln.startswith("rank"))
+    speaking = ["rank 0"] if "STOP" in values else ["rank 0", "rank 1"]
+    assert done.returncode == 0 and [ln.split(": ", 1)[0] for ln in lines] == speaking, done.stderr
+    assert all(said in ln for ln in lines), lines
+
+
+def test_more_processes_than_gpus_is_one_line_before_any_work(monkeypatch) -> None:
+    import torch
+
+    from s2mlp_cli.errors import S2MLPError
+    from s2mlp_cli.evaluate import Shard
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(S2MLPError, match="2 processes on this machine but 1 GPU"):
+        Shard.from_env("cuda")
+    assert not torch.distributed.is_initialized()

@@ -60,6 +60,22 @@ class Sample:
     source: Place
 
 
+def fingerprint(samples: list[Sample]) -> str:
+    """What the set is, the same on every machine that holds the same files: each sample's key, label
+    and place, and its file's size and mtime (not inodes, which differ between machines)."""
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+    stats: dict[str, tuple[int, int]] = {}
+    for s in samples:
+        if s.source.file not in stats:
+            st = os.stat(s.source.file)
+            stats[s.source.file] = (st.st_size, st.st_mtime_ns)
+        h.update(repr((s.key, s.label, type(s.source).__name__, stats[s.source.file])).encode() + b"\0")
+    return h.hexdigest()
+
+
 @dataclass
 class Dataset:
     layout: str

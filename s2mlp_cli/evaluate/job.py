@@ -41,6 +41,10 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     dataset = find_dataset(opts.data, opts.labels, opts.devkit)
     if opts.limit:
         dataset.samples = dataset.samples[: opts.limit]
+    if shard.world > 1:  # before any work: every process must see the same images and labels
+        from s2mlp_cli.data.samples import fingerprint
+
+        shard.agree("data", fingerprint(dataset.samples))
     info(f"data: {dataset.root}")
     info(f"layout: {dataset.layout}")
     for note in dataset.notes:

@@ -1,11 +1,25 @@
 """This process's slice of the images under torchrun, and the sums and gathers that make every process
-return the whole set's numbers."""
+return the whole set's numbers. Processes must see the same data (checked before any work), and one that
+stops answering ends the others' wait after `S2MLP_DIST_TIMEOUT` seconds (default 600) with a message,
+instead of gloo's and NCCL's default 30 minutes of silence."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from s2mlp_cli.errors import S2MLPError
+
+TIMEOUT_ENV = "S2MLP_DIST_TIMEOUT"
+
+
+def _timeout_s() -> float:
+    try:
+        return max(1.0, float(os.environ.get(TIMEOUT_ENV, "600")))
+    except ValueError:
+        return 600.0
 
 
 @dataclass(frozen=True)
@@ -21,11 +35,32 @@ class Shard:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
+        from datetime import timedelta
+
+        import torch
         import torch.distributed as dist
 
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if device == "cuda" and local > torch.cuda.device_count():
+            gpus = torch.cuda.device_count()
+            raise S2MLPError(
+                f"{local} processes on this machine but {gpus} GPU(s): each process needs a GPU of its own; "
+                f"start at most {gpus} per machine"
+            )
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device == "cuda" else "gloo")
+            backend = "nccl" if device == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(seconds=_timeout_s()))
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def agree(self, what: str, value: str) -> None:
+        """Every process must hold the same `value` (e.g. the dataset's fingerprint); one line if not."""
+        values = self.gather([value])
+        if len(set(values)) > 1:
+            differ = [r for r, v in enumerate(values) if v != values[0]]
+            raise S2MLPError(
+                f"the {self.world} processes see different {what}: rank {differ[0]} differs from rank 0 "
+                "(each must read the same files and labels)"
+            )
 
     def indices(self, n: int) -> list[int]:
         return list(range(self.rank, n, self.world))
@@ -35,7 +70,7 @@ class Shard:
         if self.world > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(t)
+            _collective(lambda: dist.all_reduce(t))
         return t
 
     def gather(self, items: list) -> list:
@@ -45,5 +80,16 @@ class Shard:
         import torch.distributed as dist
 
         parts: list[list] = [[] for _ in range(self.world)]
-        dist.all_gather_object(parts, items)
+        _collective(lambda: dist.all_gather_object(parts, items))
         return [x for part in parts for x in part]
+
+
+def _collective(call: Callable[[], Any]) -> Any:
+    """A collective; a process that stopped (or never came) is one line, not a hang or a traceback."""
+    try:
+        return call()
+    except RuntimeError as e:  # gloo's and NCCL's errors (DistBackendError, timeouts) are RuntimeErrors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise S2MLPError(
+            f"another process stopped answering (waited at most {_timeout_s():.0f} s, {TIMEOUT_ENV}): {first}"
+        ) from e

@@ -91,7 +91,57 @@ def _result(path: str | Path | None, param: str, card: Card, problems: list[S2ML
     if not _rows(doc, card):
         problems.append(S2MLPError(f"{path}: has no finished result for {card.name}", param=param))
         return None
+    if (
+        wrong := _wrong_types(doc, card, EVAL_FIELDS if param == "eval_result" else BENCH_FIELDS)
+    ) is not None:
+        problems.append(S2MLPError(f"{path}: not as s2mlp writes it ({wrong})", param=param))
+        return None
     return doc
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _pair(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(map(_number, v))
+
+
+# what the model card reads from each row, and the type it must have (None allowed where a run leaves it)
+EVAL_FIELDS: dict[str, Any] = {
+    "top1": _number,
+    "top5": _number,
+    "loss": _number,
+    "images": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "skipped": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "weights_sha256": lambda v: isinstance(v, str) and bool(re.fullmatch(r"[0-9a-f]{64}", v)),
+    "set": lambda v: v is None or isinstance(v, str),
+    "dtype": lambda v: v is None or isinstance(v, str),
+}
+BENCH_FIELDS: dict[str, Any] = {
+    "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "throughput": _number,
+    "throughput_iqr": lambda v: v is None or _pair(v),
+    "latency_bs1_ms": lambda v: v is None or (isinstance(v, dict) and _number(v.get("p50"))),
+    "peak_memory_mib": lambda v: v is None or _number(v),
+}
+
+
+def _wrong_types(doc: dict, card: Card, fields: dict[str, Any]) -> str | None:
+    """The first field of the environment or of the variant's rows that is not what s2mlp writes."""
+    env = doc["env"]
+    if not isinstance(env, dict):
+        return f"env is a {type(env).__name__}, not a mapping"
+    for key in ("device", "device_name", "dtype", "date"):
+        if env.get(key) is not None and not isinstance(env[key], str):
+            return f"env.{key} is {env[key]!r}"
+    for row in _rows(doc, card):
+        for key, fits in fields.items():
+            if key not in row and key == "weights_sha256":
+                return "no weights_sha256: which weights were evaluated is not recorded"
+            if not fits(row.get(key)):
+                return f"{key} of {card.name} is {row.get(key)!r}"
+    return None
 
 
 def _rows(doc: dict | None, card: Card) -> list[dict[str, Any]]:
