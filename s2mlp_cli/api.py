@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from s2mlp_cli import arch, sources
+from s2mlp_cli.errors import WeightsError
 from s2mlp_cli.sources.store import check_import_source, commit_import
 from s2mlp_cli.weights import HEAD, fit_state_dict, read_state_dict
 from s2mlp_cli.zoo import Card, cards, get_card
@@ -68,14 +69,17 @@ def fit(
 ) -> dict[str, torch.Tensor]:
     """`state_dict` converted for `model` with its family's filter, or a WeightsError naming the misfit and
     the variants the tensors would fit."""
-    return fit_state_dict(
-        model,
-        state_dict,
-        source,
-        reset_head=reset_head,
-        filter_fn=arch.checkpoint_filter(model),
-        suggest=suggest_variants,
-    )
+    try:
+        return fit_state_dict(
+            model,
+            state_dict,
+            source,
+            reset_head=reset_head,
+            filter_fn=arch.checkpoint_filter(model),
+            suggest=suggest_variants,
+        )
+    except ValueError as e:  # a family filter that cannot convert these tensors
+        raise WeightsError(f"{source} does not fit: {e}") from None
 
 
 def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = None) -> list[str]:
@@ -149,6 +153,11 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> so
     state_dict = check_fits(card, source, source.name)
     # own storage for every tensor: safetensors refuses shared or strided ones
     state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    # one metadata key: safetensors writes a map's keys in no fixed order, and the file's hash must not vary
     return commit_import(
-        card, source, source_sha, against, lambda path, meta: save_file(state_dict, str(path), metadata=meta)
+        card,
+        source,
+        source_sha,
+        against,
+        lambda path: save_file(state_dict, str(path), metadata={"format": "pt"}),
     )

@@ -38,8 +38,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def write_text_atomic(target: str | Path, text: str) -> None:
+    """UTF-8; a name that is not (a path's undecodable bytes, kept as surrogates) is written back as the
+    bytes it was, so a result about such a folder is never lost."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def s2mlp_home() -> Path:

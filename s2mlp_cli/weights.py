@@ -84,7 +84,7 @@ def _first_line(text: str) -> str:
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    for _ in range(3):  # e.g. {'model': {'state_dict': ...}} at most a couple of levels deep
+    for _ in range(5):  # e.g. {'model': {'state_dict': {'module': ...}}}: a few levels at most
         if not isinstance(obj, Mapping):
             break
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

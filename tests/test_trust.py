@@ -414,3 +414,162 @@ def test_more_processes_than_gpus_is_one_line_before_any_work(monkeypatch) -> No
     with pytest.raises(S2MLPError, match="2 processes on this machine but 1 GPU"):
         Shard.from_env("cuda")
     assert not torch.distributed.is_initialized()
+
+
+# --- 11-17. results never lost, bounded downloads and resizes, clear words for odd input ----------------
+
+QUICK = ["--batch-size", "2", "--iters", "2", "--warmup", "0", "--device", "cpu"]
+
+
+def test_bench_rows_reach_stdout_when_the_output_file_cannot_be_written(
+    zoo: Path, tmp_path, monkeypatch
+) -> None:
+    import errno
+
+    from s2mlp_cli import report
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "write_text_atomic", disk_full)
+    code, stdout, stderr = run(
+        "bench", "--variant", "tiny", *QUICK, "--json", "--output", str(tmp_path / "b.json")
+    )
+    assert code == 1 and "could not write" in stderr and "No space left" in stderr
+    doc = json.loads(stdout)
+    assert doc["results"][0]["status"] == "ok" and doc["results"][0]["throughput"] > 0
+
+
+def test_eval_of_a_folder_with_an_undecodable_name_writes_its_csv(setup, tmp_path, items) -> None:
+    import fakeimagenet as fi
+    from helpers import check, run_eval
+
+    weights, labels, expected = setup
+    odd = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/val-\xff"))
+    root = fi.class_folders(odd, items, labels)
+    out = tmp_path / "r.csv"
+    code, doc, stderr = run_eval(weights, "--data", str(root), "--output", str(out))
+    assert code == 0, stderr
+    check(doc, expected)
+    assert os.fsencode(str(odd)) in out.read_bytes()  # the folder's own bytes, as the file system has them
+
+
+def test_a_download_too_slow_to_finish_is_given_up(fake_hub: FakeHub, monkeypatch) -> None:
+    from s2mlp_cli.sources import download
+
+    monkeypatch.setattr(download, "STALL_S", 3600.0)  # the per-window guard alone would never fire
+    monkeypatch.setattr(download, "MIN_RATE_AFTER_S", 1.0)
+    monkeypatch.setattr(download, "MIN_RATE", 10**9)
+    fake_hub.add("testorg/hubtiny", {"model.safetensors": tiny_weights()[0]})
+    fake_hub.faults["model.safetensors"] = ("trickle", 0.01)
+    code, _, stderr = run("pull", "hubtiny")
+    one_line_error(code, stderr, 1, "too slowly (on average")
+    assert list((Path(os.environ["S2MLP_HOME"]) / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "value", ["http://127.0.0.1:99999", "http://[::1", "127.0.0.1:8080", "ftp://example.org"]
+)
+def test_an_hf_endpoint_that_is_no_http_url_is_one_line(zoo: Path, monkeypatch, value: str) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", value)
+    code, _, stderr = run("pull", "hubtiny")
+    one_line_error(code, stderr, 1, "HF_ENDPOINT", "http(s)://HOST[:PORT]")
+
+
+def test_a_resize_target_without_bound_is_a_usage_error(setup, tmp_path, items) -> None:
+    import fakeimagenet as fi
+    from helpers import run_eval
+
+    weights, labels, _ = setup
+    root = fi.class_folders(tmp_path / "val", items[:2], labels[:2])
+    code, _, stderr = run_eval(weights, "--data", str(root), "--crop-pct", "0.1", "--img-size", "2044")
+    one_line_error(code, stderr, 2, "--crop-pct", "20,440 px")
+
+
+def test_an_empty_batch_size_entry_is_a_usage_error(zoo: Path) -> None:
+    code, _, stderr = run("bench", "--variant", "tiny", "--batch-size", "1,,2", "--device", "cpu")
+    one_line_error(code, stderr, 2, "--batch-size", "empty entry")
+
+
+def test_auto_batch_with_no_warmup_steps_down_instead_of_failing(zoo: Path, monkeypatch) -> None:
+    import torch
+
+    from s2mlp_cli.bench import Settings, Spec, measure, measurement
+
+    real = measurement.Worker._call
+
+    def call(self, x) -> None:  # activations that do not fit above batch 2: a real allocator refusal
+        if x.shape[0] > 2:
+            torch.empty(1 << 50, dtype=torch.uint8)
+        real(self, x)
+
+    monkeypatch.setattr(measurement.Worker, "_call", call)
+    r = measure(Spec("tiny", 8, Settings(iters=2, warmup=0, auto_batch=True), bs1_iters=2))
+    assert r.status == "ok" and r.batch_size == 2 and "batch 8 ran out of memory; measured at 2" in r.detail
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("a.JPEG,1\nb.JPEG,2\na.JPEG,3\n", ":3: 'a.JPEG' is labelled again, differently (first on line 1)"),
+        ("a.JPEG,n0144076\nb.JPEG,2\n", ":1: label 'n0144076' is neither a wnid nor an index"),
+        ('a.JPEG,"' + "x" * 200_000 + '"\n', "not a readable labels file (field larger than field limit"),
+    ],
+    ids=["duplicate", "bad-first-row", "huge-field"],
+)
+def test_labels_files_that_say_two_things_are_refused(tmp_path, items_small, text, needle) -> None:
+    import fakeimagenet as fi
+
+    from s2mlp_cli.data import DataError, find_dataset
+
+    fi.labels_file(tmp_path / "imgs", items_small, [1] * len(items_small), as_wnid=False)
+    (tmp_path / "l.csv").write_text(text)
+    with pytest.raises(DataError) as info:
+        find_dataset(tmp_path / "imgs", labels=tmp_path / "l.csv")
+    assert needle in str(info.value)
+
+
+def test_what_class_folders_leave_out_is_said(tmp_path, items_small) -> None:
+    import fakeimagenet as fi
+
+    from s2mlp_cli.data import find_dataset, synsets
+
+    root = fi.class_folders(tmp_path / "val", items_small, [1] * len(items_small))
+    (root / "stray.JPEG").write_bytes(items_small[0][1])
+    (root / "shard.parquet").write_bytes(b"PAR1")
+    loop = root / synsets()[1] / "loop.JPEG"
+    loop.symlink_to(loop)
+    ds = find_dataset(root)
+    assert len(ds.samples) == len(items_small)
+    assert any("2 image or shard file(s) beside the class folders were not read" in n for n in ds.notes)
+    assert any("1 image link(s) lead nowhere" in n and "loop.JPEG" in n for n in ds.notes)
+    code, _, stderr = run("eval", "--variant", "tiny", "--data", "/dev/zero", "--device", "cpu")
+    assert code in (1, 2) and "Traceback" not in stderr and "unexpected" not in stderr
+
+
+def test_one_file_imports_to_one_hash_and_deep_nesting_is_found(zoo: Path, reference: Path, tmp_path):
+    import torch
+
+    from s2mlp_cli import api, create_model
+    from s2mlp_cli.zoo import get_card
+
+    card = get_card("vip_tiny")
+    official = reference / "vip_tiny_official.pth.tar"
+    assert api.import_file(card, official).sha256 == api.import_file(card, official).sha256
+    state = create_model("vip_tiny").state_dict()
+    torch.save({"model": {"state_dict": {"module": state}}}, tmp_path / "deep.pth")
+    api.load_weights(create_model("vip_tiny"), tmp_path / "deep.pth")  # three levels down, found
+
+
+def test_a_gfnet_checkpoint_with_no_grid_is_a_clear_error(tmp_path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from s2mlp_cli import api, create_model
+    from s2mlp_cli.errors import WeightsError
+
+    gfnet = create_model("gfnet_ti").state_dict()
+    gfnet["pos_embed"] = torch.zeros(1, 0, gfnet["pos_embed"].shape[2])
+    save_file(gfnet, str(tmp_path / "g.safetensors"))
+    with pytest.raises(WeightsError, match="pos_embed has shape .*no grid"):
+        api.load_weights(create_model("gfnet_ti"), tmp_path / "g.safetensors")

@@ -264,6 +264,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     for key, value in state_dict.items():
         want = target.get(key)
         if want is not None and want.shape != value.shape and value.dim() == want.dim():
+            if 0 in value.shape or (key == "pos_embed" and math.isqrt(value.shape[1]) ** 2 != value.shape[1]):
+                raise ValueError(f"{key} has shape {tuple(value.shape)}: no grid to resize to the model's")
             if key == "pos_embed":
                 side, new_side = math.isqrt(value.shape[1]), math.isqrt(want.shape[1])
                 grid = value.reshape(side, side, -1)  # (1, N, C) -> (h, w, C)

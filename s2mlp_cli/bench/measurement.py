@@ -185,7 +185,9 @@ class Worker:
             self._call(self.x)
             _sync(s.device)
             self.row.compile_s = round(time.perf_counter() - t0, 3)
-        for _ in range(s.warmup):
+        # at least one untimed call at the batch size, even with no warm-up asked for: out-of-memory shows
+        # here, where the batch can still be stepped down, not in the timed calls
+        for _ in range(max(s.warmup, 0 if s.compile else 1)):
             self._call(self.x)
         if self.spec.bs1:
             for _ in range(max(s.warmup, 1)):

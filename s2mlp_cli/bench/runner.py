@@ -182,10 +182,19 @@ def run(
     doc = report.document(env, [r.to_dict() for r in rows], warnings=compare.warnings(env, rows))
     if interrupted:
         doc["partial"] = True
+    failures = []  # a file that cannot be written loses no row: the document still comes back
     if opts.output:
-        report.write(str(opts.output), doc, report.BENCH_COLUMNS, "s2mlp bench")
+        try:
+            report.write(str(opts.output), doc, report.BENCH_COLUMNS, "s2mlp bench")
+        except OSError as e:
+            failures.append(f"could not write {opts.output}: {e.strerror or e}")
     if opts.plot and not interrupted:
-        draw_plot(rows, str(opts.plot))
+        try:
+            draw_plot(rows, str(opts.plot))
+        except OSError as e:
+            failures.append(f"could not write {opts.plot}: {e.strerror or e}")
+    if failures:
+        doc["write_errors"] = failures
     if interrupted:
         raise BenchInterrupted(doc, stop.signum)
     return doc

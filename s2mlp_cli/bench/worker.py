@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from s2mlp_cli.bench.measurement import Row, Spec, Worker
+from s2mlp_cli.bench.measurement import Row, Spec, Worker, out_of_memory
 
 PARENT_ENV = "S2MLP_BENCH_PARENT"  # the pid a worker lives and dies with
 
@@ -43,7 +43,18 @@ def main() -> int:
                     return 0
                 say({"event": "ready", "batch_size": w.row.batch_size})
             elif cmd["cmd"] == "time":
-                times = w.time(cmd["n"], bs1=cmd.get("bs1", False))
+                try:
+                    times = w.time(cmd["n"], bs1=cmd.get("bs1", False))
+                except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+                    if not out_of_memory(e):
+                        raise
+                    row = Row(
+                        spec.model,
+                        status="oom",
+                        detail=f"out of memory while timing at batch {spec.batch_size}",
+                    )
+                    say({"event": "done", "row": row.to_dict()})
+                    return 0
                 say({"event": "times", "times": times, "peak_memory_mib": w.peak_memory()})
             elif cmd["cmd"] == "finish":
                 say({"event": "done", "row": w.finish().to_dict()})

@@ -26,6 +26,7 @@ FLAGS = {
     "decode": "--decode",
     "timeout": "--timeout",
     "img_size": "--img-size",
+    "crop_pct": "--crop-pct",
     "filename": "--filename",
     "names": "ENTRY",
 }

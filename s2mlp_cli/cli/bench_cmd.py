@@ -14,6 +14,8 @@ from s2mlp_cli.errors import ProblemsError
 def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
     if value is None:
         return None
+    if any(not v.strip() for v in value.split(",")):
+        raise click.BadParameter(f"an empty entry in {value!r}; expected integers like 8 or 1,8,32")
     try:
         sizes = [int(v) for v in split(value)]
     except ValueError:
@@ -96,3 +98,5 @@ def bench_command(
         raise click.ClickException("nothing could be measured (see the rows' notes)")
     if failed := [r["model"] for r in rows if r["status"] == "error"]:
         raise click.ClickException(f"{len(failed)} benchmark(s) failed: {', '.join(failed)} (see the table)")
+    if doc.get("write_errors"):
+        raise click.ClickException("; ".join(doc["write_errors"]))

@@ -82,22 +82,36 @@ def read_labels(path: Path) -> dict[str, int]:
     kaggle = lines[0].replace(" ", "").lower().startswith("imageid,predictionstring")
     rows = csv.reader(lines) if "," in lines[0] else (ln.split() for ln in lines)
     labels: dict[str, int] = {}
-    for n, row in enumerate(rows, 1):
-        if len(row) < 2:
-            raise DataError(f"{path}:{n}: expected a file name and a label, got {','.join(row)!r}")
-        name, label = row[0].strip(), row[1].strip()
-        if kaggle:
-            label = label.split()[0] if label else ""
-        number = label.isascii() and label.isdigit()  # "²" and "٣" are digits to str.isdigit
-        if n == 1 and not (label in index or number):
-            continue  # a header
-        if label in index:
-            labels[name] = index[label]
-        elif number and int(label) < 1000:
-            labels[name] = int(label)
-        else:
-            raise DataError(f"{path}:{n}: label {label!r} is neither a wnid nor an index 0-999")
+    where: dict[str, int] = {}
+    try:
+        for n, row in enumerate(rows, 1):
+            _label_row(path, n, row, kaggle, index, labels, where)
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable labels file ({e})") from e
     return labels
+
+
+def _label_row(
+    path: Path, n: int, row: list[str], kaggle: bool, index: dict[str, int], labels: dict, where: dict
+) -> None:
+    """One line of a labels file into `labels` (name -> sorted index); `where` remembers each name's line."""
+    if len(row) < 2:
+        raise DataError(f"{path}:{n}: expected a file name and a label, got {','.join(row)!r}")
+    name, label = row[0].strip(), row[1].strip()
+    if kaggle:
+        label = label.split()[0] if label else ""
+    number = label.isascii() and label.isdigit()  # "²" and "٣" are digits to str.isdigit
+    if n == 1 and not any(c.isdigit() for c in label):
+        return  # a header ("label", "class"): a first row with digits in its label is data, checked
+    if label in index:
+        value = index[label]
+    elif number and int(label) < 1000:
+        value = int(label)
+    else:
+        raise DataError(f"{path}:{n}: label {label!r} is neither a wnid nor an index 0-999")
+    if name in labels and labels[name] != value:
+        raise DataError(f"{path}:{n}: {name!r} is labelled again, differently (first on line {where[name]})")
+    labels[name], where[name] = value, where.get(name, n)
 
 
 def class_index(label: Any, where: str) -> int:

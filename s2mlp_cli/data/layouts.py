@@ -52,13 +52,22 @@ def find_dataset(
         if root.suffix == ".tar":
             return _webdataset(root.parent, [root])
         raise DataError(f"{root}: a single file must be a .parquet or .tar shard; {LAYOUTS}")
+    if not root.is_dir():  # a device, a pipe, a socket
+        raise DataError(f"{root}: neither a folder nor a shard file; {LAYOUTS}")
     if (root / "LOC_val_solution.csv").is_file():
         images = root / "ILSVRC" / "Data" / "CLS-LOC" / "val"
         return _kaggle(images if images.is_dir() else root, root / "LOC_val_solution.csv")
     entries = list(root.iterdir())
     class_dirs = [p for p in entries if p.is_dir() and _WNID.match(p.name)]
     if class_dirs:
-        return _class_folders(root, class_dirs)
+        ds = _class_folders(root, class_dirs)
+        beside = [p for p in entries if p.is_file() and p.suffix.lower() in (*IMAGE_EXTS, ".parquet", ".tar")]
+        if beside:
+            ds.notes.append(
+                f"{len(beside)} image or shard file(s) beside the class folders were not read "
+                f"(first: {beside[0].name}): only the class folders are the set"
+            )
+        return ds
     if parquet := _shards(root, "*.parquet"):
         return _parquet(root, parquet)
     if tars := _shards(root, "*.tar"):
@@ -84,7 +93,7 @@ def _class_folders(root: Path, class_dirs: list[Path]) -> Dataset:
     unknown = sorted(p.name for p in class_dirs if p.name not in index)
     if unknown:
         raise DataError(f"{root}: folder {unknown[0]} is not an ImageNet-1k synset ({len(unknown)} such)")
-    samples, unreadable = [], []
+    samples, unreadable, broken = [], [], []
     for folder in sorted(class_dirs, key=lambda p: p.name):
         label = index[folder.name]
         try:
@@ -93,8 +102,12 @@ def _class_folders(root: Path, class_dirs: list[Path]) -> Dataset:
             unreadable.append(f"{folder.name} ({e.strerror or e})")
             continue
         for path in paths:
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTS:
+            if path.suffix.lower() not in IMAGE_EXTS:
+                continue
+            if path.is_file():
                 samples.append(Sample(f"{folder.name}/{path.name}", label, ImageFile(str(path))))
+            elif path.is_symlink():  # broken, or a loop: said, not silently dropped
+                broken.append(f"{folder.name}/{path.name}")
     if not samples:
         what = f"; {len(unreadable)} could not be read (first: {unreadable[0]})" if unreadable else ""
         raise DataError(f"{root}: class folders with no images in them{what}")
@@ -103,6 +116,10 @@ def _class_folders(root: Path, class_dirs: list[Path]) -> Dataset:
         notes.append(
             f"{len(unreadable)} class folder(s) could not be read and were left out: "
             + ", ".join(unreadable[:3])
+        )
+    if broken:
+        notes.append(
+            f"{len(broken)} image link(s) lead nowhere (broken or looping) and were left out: {broken[0]}"
         )
     return Dataset(
         "A. class folders (label = wnid's index among the 1000 sorted synsets)", str(root), samples, notes

@@ -44,9 +44,9 @@ class ParquetRow:
         if state.get("key") != (self.file, self.row_group):
             import pyarrow.parquet as pq
 
-            state["key"] = (self.file, self.row_group)
+            state.clear()  # a row group that fails to read is read again for its next row, never half-kept
             group = pq.ParquetFile(self.file).read_row_group(self.row_group, columns=["image"])
-            state["images"] = group.column("image")
+            state.update(key=(self.file, self.row_group), images=group.column("image"))
         return state["images"][self.row].as_py()["bytes"]
 
 

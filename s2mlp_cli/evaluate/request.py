@@ -15,6 +15,7 @@ from s2mlp_cli.runtime import amp_problem
 from s2mlp_cli.zoo import Card, Preprocess, get_card
 
 PREDICTION_FORMATS = (".jsonl", ".csv")
+MAX_RESIZE = 4096  # the shorter side an image is resized to before the crop (memory grows with its square)
 DECODE = ("cpu", "gpu")  # where JPEGs are decoded: PIL on the CPU (exact), or nvJPEG on the GPU
 
 
@@ -77,6 +78,12 @@ def check(opts: EvalOptions) -> list[S2MLPError]:
         problems.append(S2MLPError("GPU decoding needs the GPU, not the CPU device", param="decode"))
     for card in cards:
         problems += _size_problems(card, opts.img_size)
+        if (p := preprocess(card, opts)).resize > MAX_RESIZE:
+            what = (
+                f"crop_pct {p.crop_pct} at input {p.input_size} would resize every image to {p.resize:,} px"
+            )
+            problems.append(S2MLPError(f"{what} (at most {MAX_RESIZE:,})", param="crop_pct"))
+            break
     problems += _output_problems(opts.output, report.FORMATS, "output")
     problems += _output_problems(opts.save_predictions, PREDICTION_FORMATS, "save_predictions")
     for card in cards:

@@ -87,7 +87,8 @@ def _state_dict(card: Card, path: Path) -> dict:
 def _save(state_dict: dict, path: Path, card: Card) -> None:
     from safetensors.torch import save_file
 
-    save_file(state_dict, str(path), metadata={"format": "pt", "variant": card.name, "family": card.family})
+    # one metadata key: safetensors writes a map's keys in no fixed order, and the pin must not vary
+    save_file(state_dict, str(path), metadata={"format": "pt"})
 
 
 def _check_evidence(evidence: Evidence, ours: set[str]) -> None:

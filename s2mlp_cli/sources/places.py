@@ -35,7 +35,22 @@ def _hf_home() -> Path:
 
 
 def endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    """The Hub's address (`HF_ENDPOINT`), checked once here: an http(s) URL with a host and a valid port."""
+    from urllib.parse import urlsplit
+
+    from s2mlp_cli.errors import HubError
+
+    url = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as e:
+        raise HubError(f"HF_ENDPOINT {url!r} is not a URL ({e}); set it to http(s)://HOST[:PORT]") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HubError(
+            f"HF_ENDPOINT {url!r} is not an http(s) URL with a host; set it to http(s)://HOST[:PORT]"
+        )
+    return url
 
 
 def offline() -> bool:

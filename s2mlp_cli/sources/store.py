@@ -12,7 +12,7 @@ module writes no tensors and imports no torch.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.errors import HubError
-from s2mlp_cli.files import atomic_path, file_sha256, flock
+from s2mlp_cli.files import atomic_path, file_sha256, flock, scratch
 from s2mlp_cli.sources.choice import Source, gone_error, hub_source, imported_file, read_record
 from s2mlp_cli.sources.places import discard, variant_dir
 from s2mlp_cli.zoo import Card
@@ -103,22 +103,24 @@ def check_import_source(card: Card, source: Path, sha256: str | None) -> tuple[s
 
 
 def commit_import(
-    card: Card, source: Path, source_sha: str, against: str | None, write: Callable[[Path, dict], None]
+    card: Card, source: Path, source_sha: str, against: str | None, write: Callable[[Path], None]
 ) -> Pulled:
-    """Store a converted import: `write(path, metadata)` writes the safetensors file at `path`; then the
-    file is named by its hash and recorded as the variant's source, all under the variant's lock."""
+    """Store a converted import: `write(path)` writes the safetensors file at `path` (in a scratch folder
+    of ours); then, under the variant's lock, it is copied in under its hash's name and recorded as the
+    variant's source. The same checkpoint imported twice gives the same file and hash."""
     folder = variant_dir(card.name)
     meta = {"kind": "import", "variant": card.name, "source": source.name, "source_sha256": source_sha}
-    with variant_lock(card):
-        incoming = folder / ".incoming.safetensors"  # under the lock: one import at a time uses the name
-        with atomic_path(incoming) as tmp:
-            write(tmp, {k: str(v) for k, v in meta.items()} | {"format": "pt"})
-        sha = file_sha256(incoming)
-        target = folder / f"{sha[:16]}.safetensors"
-        os.replace(incoming, target)  # named by its content: replacing a same-named file changes nothing
-        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _write_record(folder, {**meta, "sha256": sha, "file": target.name, "imported_at": now})
-        _collect(card, keep=target)
+    with scratch("import") as work:
+        converted = work / "converted.safetensors"
+        write(converted)
+        sha = file_sha256(converted)
+        with variant_lock(card):
+            target = folder / f"{sha[:16]}.safetensors"
+            with atomic_path(target) as tmp:  # named by its content: replacing it changes nothing
+                shutil.copyfile(converted, tmp)
+            now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            _write_record(folder, {**meta, "sha256": sha, "file": target.name, "imported_at": now})
+            _collect(card, keep=target)
     return Pulled(
         card.name,
         str(target),
