@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -97,6 +98,19 @@ def _meta(folder: Path) -> dict[str, Any] | None:
         return None
     ours = isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("version") == VERSION
     return meta if ours and isinstance(meta.get("geometry"), dict) else None
+
+
+_ENTRY_NAME = re.compile(r"^\d+px-crop[0-9.e+-]+-(bicubic|bilinear|nearest)-[0-9a-f]{16}$")
+
+
+def _damaged(folder: Path) -> bool:
+    """An entry of ours whose record cannot be read (named as we name entries, holding only what we
+    write): replaced by the next build, removed by `clear`."""
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return False
+    return bool(_ENTRY_NAME.match(folder.name)) and _meta(folder) is None and names <= {CROPS, META}
 
 
 def _crops_sha256(path: Path) -> str:
@@ -249,7 +263,7 @@ def _remove(folder: Path) -> None:
     """Remove an entry folder of ours (complete, or a dead build); anything else is left alone."""
     if folder.is_symlink() or not folder.is_dir():
         return
-    if _meta(folder) is not None or _building(folder) is False:
+    if _meta(folder) is not None or _building(folder) is False or _damaged(folder):
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -274,8 +288,8 @@ def entries() -> list[dict[str, Any]]:
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if folder.is_symlink() or not folder.is_dir():
             continue
-        meta, building = _meta(folder), _building(folder)
-        if meta is None and building is None:
+        meta, building, damaged = _meta(folder), _building(folder), _damaged(folder)
+        if meta is None and building is None and not damaged:
             continue
         size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
         row: dict[str, Any] = {"name": folder.name, "path": str(folder), "bytes": size}
@@ -290,7 +304,8 @@ def entries() -> list[dict[str, Any]]:
                 created=meta.get("created"),
             )
         else:
-            status = "building (another run)" if building else "interrupted build"
+            status = "damaged (rebuilt when used)" if damaged else None
+            status = status or ("building (another run)" if building else "interrupted build")
             row.update(status=status, dataset=None, images=None, geometry=None)
         found.append(row)
     return found

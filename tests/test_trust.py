@@ -73,7 +73,9 @@ def test_timm_hf_hub_config_is_fetched_by_us(fake_hub: FakeHub, tmp_path: Path) 
     verified HEAD and GET, never through a client that names a file after a later answer."""
     import timm
 
-    import s2mlp_cli.models  # noqa: F401  (registers the zoo and guards timm's Hub config fetch)
+    import s2mlp_cli.models  # registers the zoo and guards timm's Hub config fetch
+
+    s2mlp_cli.models.register()  # the tiny zoo's cards, if another test imported the package first
 
     config = {"architecture": "hubtiny", "num_classes": 10, "pretrained_cfg": {"input_size": [3, 56, 56]}}
     fake_hub.add(
@@ -243,7 +245,7 @@ def test_a_cache_that_cannot_be_used_is_a_warning_and_an_uncached_run(
     if where == "bad-meta":
         assert run_eval(weights, "--data", str(root))[0] == 0
         (entry,) = cache.entries()
-        (Path(entry["path"]) / "meta.json").write_text("[1, 2")  # malformed
+        (Path(entry["path"]) / "meta.json").write_text("[1, 2]")  # JSON, but not the record
     if where == "read-only" and os.access(folder, os.W_OK):
         pytest.skip("running as a user who can write anywhere")
     code, doc, stderr = run_eval(weights, "--data", str(root))
@@ -256,6 +258,8 @@ def test_a_cache_that_cannot_be_used_is_a_warning_and_an_uncached_run(
     code, doc, stderr = run_eval(weights, "--data", str(root))  # and every later run too
     assert code == 0, stderr
     check(doc, expected)
+    if where == "bad-meta":  # the damaged entry was replaced by a whole one
+        assert [e["status"] for e in cache.entries()] == ["complete"] and "warning" not in stderr
 
 
 def test_a_disk_that_fills_while_building_is_a_warning_and_no_result_is_lost(

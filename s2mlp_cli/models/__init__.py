@@ -79,8 +79,9 @@ def _guard_timm_hub() -> None:
         _hub.download_from_hf = _verified_config
 
 
-def _register_with_timm() -> None:
-    """One timm entrypoint and default cfg per card of our own families, named as the card."""
+def register() -> None:
+    """One timm entrypoint and default cfg per card of our own families, named as the card. Runs at import;
+    call it again after pointing `S2MLP_ZOO` at other cards to register the new ones."""
     from timm.models import register_model
     from timm.models._pretrained import PretrainedCfg
     from timm.models._registry import _model_entrypoints, generate_default_cfgs
@@ -101,5 +102,5 @@ def _register_with_timm() -> None:
         register_model(entrypoint)
 
 
-_register_with_timm()
+register()
 _guard_timm_hub()
