@@ -34,7 +34,10 @@ class GlobalFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W, dtype = x.shape[1], x.shape[2], x.dtype
         y = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")  # (B, H, W, C) -> (B, H, W//2+1, C) complex
-        y = y * torch.view_as_complex(self.complex_weight.float())
+        # contiguous: `model.to(memory_format=torch.channels_last)` restrides this 4-D parameter, and
+        # view_as_complex needs the (real, imag) pair adjacent; float32: cuFFT in half precision takes
+        # power-of-two sizes only (14, 28, 56, 7 are not), so the transform always runs in float32
+        y = y * torch.view_as_complex(self.complex_weight.float().contiguous())
         y = torch.fft.irfft2(y, s=(H, W), dim=(1, 2), norm="ortho")  # -> (B, H, W, C) float32
         return y.to(dtype)  # back to the model's dtype (bf16/fp16 casts), after the float32 transform
 
