@@ -163,7 +163,10 @@ def bench_note(r: dict[str, Any]) -> str:
     if r["detail"]:
         parts.append(r["detail"])
     if r.get("compile_s") is not None:
-        parts.append(f"compile {r['compile_s']:.1f} s")
+        bs1 = (r.get("extra") or {}).get("compile_bs1_s")
+        parts.append(
+            f"compile {r['compile_s']:.1f} s" + (f" (+{bs1:.1f} s for batch 1)" if bs1 is not None else "")
+        )
     if r.get("train_throughput") is not None:
         parts.append(f"train {r['train_throughput']:.1f} img/s, {r['train_peak_memory_mib']:.0f} MiB")
     return "; ".join(parts)
@@ -287,6 +290,8 @@ def bench_conditions(doc: dict[str, Any]) -> str:
     )
     parts = [f"{k} {env[k]}" for k in keys if env.get(k) is not None]
     parts.append(f"channels_last {env.get('channels_last')}, compile {env.get('compile')}")
+    if env.get("dtype", "float32") != "float32":
+        parts.append("autocast casts the weights on every call, batch-1 latency included")
     parts.append("× ref: images/s over the S²-MLPv2 variant of the model's size class (`ref` in --json)")
     if env["device"] == "cuda":
         parts.append("memory: torch.cuda.max_memory_allocated")

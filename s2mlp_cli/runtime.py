@@ -46,7 +46,7 @@ def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
             device_memory_gib=round(props.total_memory / 2**30, 1),
             cuda=torch.version.cuda,
             cudnn=torch.backends.cudnn.version(),
-            driver=_nvidia_driver(),
+            driver=nvidia_driver(),
         )
     else:
         env["device_name"] = env["cpu"]
@@ -66,7 +66,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _nvidia_driver() -> str | None:
+def nvidia_driver() -> str | None:
     try:
         done = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

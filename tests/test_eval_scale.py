@@ -103,16 +103,16 @@ def test_an_interrupted_pass_leaves_no_entry(setup, val: Path, monkeypatch) -> N
     import s2mlp_cli.evaluate as evaluate
     from s2mlp_cli.evaluate import loop
 
-    original = loop.normalize
     calls = {"n": 0}
 
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
+    class Interrupted(loop.Normalizer):
+        def __call__(self, batch):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return super().__call__(batch)
 
-    monkeypatch.setattr(loop, "normalize", interrupted)
+    monkeypatch.setattr(loop, "Normalizer", Interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate.run(
             evaluate.EvalOptions(["evaltiny"], val, weights=weights, device="cpu", workers=0, batch_size=4)

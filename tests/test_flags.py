@@ -72,3 +72,20 @@ def test_gfnet_transforms_in_float32_whatever_the_dtype(family: str, monkeypatch
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model.float()(x)
     assert out.dtype == torch.bfloat16 and seen and set(seen) == {torch.float32}
+
+
+@pytest.mark.slow  # dynamo traces each family
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_every_family_compiles_as_one_graph(family: str) -> None:
+    """torch.compile(fullgraph=True): a graph break anywhere (a Python check on a shape, a data-dependent
+    branch) fails here. The aot_eager backend traces forward and backward as inductor would, without its
+    code generation (the GPU check compiles with inductor)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model, x = _model(family)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

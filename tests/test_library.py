@@ -49,6 +49,7 @@ LAYERS = {
     "bench": 7,
     "publish": 7,
     "pull": 7,
+    "doctor": 7,
     "__init__": 8,
     "timm_train": 8,
     "cli": 9,

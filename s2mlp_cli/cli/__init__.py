@@ -29,6 +29,7 @@ COMMANDS = {
     "eval": "s2mlp_cli.cli.eval_cmd:eval_command",
     "bench": "s2mlp_cli.cli.bench_cmd:bench_command",
     "cache": "s2mlp_cli.cli.cache_cmd:cache_command",
+    "doctor": "s2mlp_cli.cli.doctor_cmd:doctor_command",
 }
 
 
@@ -110,4 +111,5 @@ def main() -> None:
       s2mlp push medium --weights model_best.pth.tar --repo me/s2mlpv2-medium
       s2mlp eval --variant mixer_b16_224 --data /imagenet/val
       s2mlp bench --variant small --compare vip,gfnet
+      s2mlp doctor
     """

@@ -1,7 +1,15 @@
 """ImageNet-1k validation data: find and label it (`layouts`, `labels`), what it is made of (`samples`),
 and images to uint8 crops with the published eval transform (`images`)."""
 
-from s2mlp_cli.data.images import EvalSet, collate_raw, decode, decode_on_gpu, eval_transform, normalize
+from s2mlp_cli.data.images import (
+    EvalSet,
+    Normalizer,
+    collate_raw,
+    decode,
+    decode_on_gpu,
+    eval_transform,
+    normalize,
+)
 from s2mlp_cli.data.labels import devkit_wnids, read_labels, synset_index, synsets
 from s2mlp_cli.data.layouts import IMAGE_EXTS, LAYOUTS, find_dataset
 from s2mlp_cli.data.samples import Dataset, ImageFile, ParquetRow, Sample, TarMember
@@ -14,6 +22,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "EvalSet",
+    "Normalizer",
     "ImageFile",
     "ParquetRow",
     "Preprocess",

@@ -56,12 +56,23 @@ def eval_transform(prep: Preprocess):
 
 def normalize(batch, mean: Sequence[float], std: Sequence[float]):
     """(B, 3, H, W) uint8 -> float32 exactly as ToTensor + Normalize: x / 255, then (x - mean) / std."""
-    import torch
+    return Normalizer(mean, std, batch.device)(batch)
 
-    x = batch.to(torch.float32).div_(255)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32, device=x.device)[:, None, None]
-    return x.sub_(m).div_(s)
+
+class Normalizer:
+    """`normalize` with mean and std made device tensors once: an eval pass builds one per model, so no
+    batch waits on a copy of them from the host."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: Any) -> None:
+        import torch
+
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)[:, None, None]
+        self.std = torch.tensor(std, dtype=torch.float32, device=device)[:, None, None]
+
+    def __call__(self, batch):
+        import torch
+
+        return batch.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)
 
 
 class EvalSet:
@@ -104,10 +115,12 @@ def collate_raw(items: list) -> tuple:
     return list(data), torch.tensor(labels), torch.tensor(idx), list(errors)
 
 
-def decode_on_gpu(batches, prep: Preprocess):
-    """Raw-byte batches -> uint8 crops on the GPU: torchvision's batched nvJPEG decode, then the eval
-    geometry with an antialiased resize. Close to, not bit-equal with, the PIL path (the default);
-    non-JPEG files and files nvJPEG refuses go through the PIL path one by one."""
+def decode_on_gpu(batches, prep: Preprocess, device: str = "cuda"):
+    """Raw-byte batches -> uint8 crops on the GPU: torchvision's batched nvJPEG decode of the batch's JPEGs,
+    then the eval geometry with an antialiased resize, one resize per group of images of the same size.
+    Close to, not bit-equal with, the PIL path (the default). Files that are not JPEGs (PNG, ...) and
+    JPEGs nvJPEG refuses (CMYK, truncated) take the exact CPU path one by one; the rest of the batch does
+    not. `device` is "cuda" (the CPU in tests, where torchvision decodes the same way)."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
     from torchvision.transforms import InterpolationMode
@@ -119,23 +132,37 @@ def decode_on_gpu(batches, prep: Preprocess):
     transform = eval_transform(prep)
     size = prep.input_size
     for data, labels, idx, errors in batches:
-        try:
-            images = decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")
+        decoded: dict[int, Any] = {}
+        jpegs = [k for k, raw in enumerate(data) if bytes(raw[:3].tolist()) == b"\xff\xd8\xff"]
+        try:  # one batched call for the JPEGs; if nvJPEG refuses one, each is tried alone
+            if jpegs:
+                batch = decode_jpeg([data[k] for k in jpegs], mode=ImageReadMode.RGB, device=device)
+                decoded.update(zip(jpegs, batch, strict=True))
         except RuntimeError:
-            images = [None] * len(data)
-        crops = []
-        for k, (raw, img) in enumerate(zip(data, images, strict=True)):
+            for k in jpegs:
+                try:
+                    decoded[k] = decode_jpeg(data[k], mode=ImageReadMode.RGB, device=device)
+                except RuntimeError:
+                    pass
+        crops: list[Any] = [None] * len(data)
+        by_shape: dict[tuple, list[int]] = {}
+        for k, img in decoded.items():
+            by_shape.setdefault(tuple(img.shape), []).append(k)
+        for ks in by_shape.values():  # images of one size resize together: one kernel, not one per image
+            out = TF.center_crop(
+                TF.resize(
+                    torch.stack([decoded[k] for k in ks]), [prep.resize], interpolation=mode, antialias=True
+                ),
+                [size, size],
+            )
+            for k, crop in zip(ks, out, strict=True):
+                crops[k] = crop
+        for k in (k for k in range(len(data)) if crops[k] is None):  # the exact CPU path
             try:
-                if img is None:
-                    img = decode_jpeg(raw, mode=ImageReadMode.RGB, device="cuda")
-                img = TF.resize(img, [prep.resize], interpolation=mode, antialias=True)
-                crops.append(TF.center_crop(img, [size, size]))
-            except RuntimeError:
-                try:  # not a JPEG nvJPEG can read: the exact CPU path for this one
-                    crops.append(transform(decode(raw.numpy().tobytes())).cuda())
-                except MemoryError:
-                    raise
-                except Exception as e:
-                    crops.append(torch.zeros(3, size, size, dtype=torch.uint8, device="cuda"))
-                    errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                crops[k] = transform(decode(data[k].numpy().tobytes())).to(device)
+            except MemoryError:
+                raise
+            except Exception as e:
+                crops[k] = torch.zeros(3, size, size, dtype=torch.uint8, device=device)
+                errors[k] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         yield torch.stack(crops), labels, idx, errors

@@ -27,6 +27,7 @@ class Options:
     cache: bool = False
     decode: str = "cpu"
     shard: Shard = Shard()
+    compiled: bool = False  # torch.compile'd models: short batches padded, the first batch not timed
 
 
 class Source:
@@ -114,7 +115,8 @@ def _decoded_batches(dataset: Dataset, prep: Preprocess, indices: list[int], opt
 
 
 def _cached_batches(hit: Any, samples: list, indices: list[int], opts: Options) -> Any:
-    """Batches read straight from the memory map: contiguous slices when the indices are a range."""
+    """Batches read straight from the memory map into the batch tensor (pinned for the GPU): one copy
+    on the host, a contiguous slice when the indices are a range."""
     import numpy as np
     import torch
 
@@ -122,32 +124,36 @@ def _cached_batches(hit: Any, samples: list, indices: list[int], opts: Options) 
     pin = opts.device == "cuda"
     for start in range(0, len(indices), opts.batch_size):
         part = indices[start : start + opts.batch_size]
+        x = torch.empty((len(part), *hit.crops.shape[1:]), dtype=torch.uint8, pin_memory=pin)
         if part[-1] - part[0] == len(part) - 1:
-            x = torch.from_numpy(np.array(hit.crops[part[0] : part[-1] + 1]))
+            np.copyto(x.numpy(), hit.crops[part[0] : part[-1] + 1])
         else:
-            x = torch.from_numpy(hit.crops[np.asarray(part)])
+            np.take(hit.crops, np.asarray(part), axis=0, out=x.numpy())
         idx = torch.tensor(part)
-        yield (x.pin_memory() if pin else x), labels[idx], idx, [hit.errors.get(i, "") for i in part]
+        yield x, labels[idx], idx, [hit.errors.get(i, "") for i in part]
 
 
-def to_device(batches: Any, device: Any) -> Any:
+def to_device(batches: Any, device: Any, cuda: Any = None) -> Any:
     """Batches with the images and labels on the device. On a GPU, the next batch is copied on a side
-    stream (from pinned memory) while the current one computes; on the CPU they pass through."""
-    import torch
-
+    stream (from pinned memory) while the current one computes; on the CPU they pass through. `cuda` is
+    `torch.cuda` (a stand-in in tests, which records the order of the stream operations)."""
     if device.type != "cuda":
         yield from batches
         return
-    stream = torch.cuda.Stream(device)
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    stream = cuda.Stream(device)
     pending = None
     for x, y, idx, errors in batches:
-        with torch.cuda.stream(stream):
+        with cuda.stream(stream):  # the copy is queued on the side stream
             moved = (x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx, errors)
         if pending is not None:
-            yield pending
-        torch.cuda.current_stream(device).wait_stream(stream)
-        moved[0].record_stream(torch.cuda.current_stream(device))
-        moved[1].record_stream(torch.cuda.current_stream(device))
+            yield pending  # the previous batch computes while this one copies
+        cuda.current_stream(device).wait_stream(stream)  # nothing reads the new batch before it arrived
+        moved[0].record_stream(cuda.current_stream(device))  # nor is its memory reused too early
+        moved[1].record_stream(cuda.current_stream(device))
         pending = moved
     if pending is not None:
         yield pending

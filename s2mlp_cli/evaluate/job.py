@@ -78,6 +78,7 @@ def run(opts: EvalOptions) -> dict[str, Any]:
         cache=opts.cache,
         decode=opts.decode,
         shard=shard,
+        compiled=opts.compile,
     )
     results, predictions = evaluate(dataset, entries, loop, progress=opts.progress and shard.rank == 0)
     if results and results[0]["images"] == 0:

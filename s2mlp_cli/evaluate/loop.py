@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2mlp_cli.console import Bar, warn
-from s2mlp_cli.data import Dataset, normalize
+from s2mlp_cli.data import Dataset, Normalizer
 from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.evaluate.feed import Options, source, to_device
 from s2mlp_cli.runtime import autocast
@@ -65,8 +65,9 @@ def _one_pass(
     feed = source(dataset, group[0].prep, indices, opts)
     # per model: correct top-1, correct top-5, loss sum, images with non-finite logits
     totals = torch.zeros(len(group), 4, dtype=torch.float64, device=device)
+    norms = [Normalizer(e.prep.mean, e.prep.std, device) for e in group]  # on the device once, not per batch
     predictions: list[list[dict]] = [[] for _ in group]
-    seen, skipped = 0, []
+    seen, untimed, skipped = 0, 0, []
     bar = Bar(desc=label, total=len(dataset.samples), unit="img", enabled=progress)
     start = time.perf_counter()
     try:
@@ -82,12 +83,18 @@ def _one_pass(
                     x, y, idx = x[keep.to(x.device)], y[keep.to(y.device)], idx[keep]
                 if len(idx):
                     for k, e in enumerate(group):
-                        logits = _logits(e, x, opts)
+                        logits = _logits(e, norms[k](x), opts)
                         top5 = _count(totals[k], logits, y)
                         if opts.save_predictions:
                             predictions[k] += _predictions(dataset, idx, y, logits, top5)
                 seen += len(errors)
-                bar.advance(len(errors) * opts.shard.world, seen / max(time.perf_counter() - start, 1e-9))
+                if opts.compiled and seen == len(errors):  # the first batch compiled the models: not timed
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    start, untimed = time.perf_counter(), seen
+                bar.advance(
+                    len(errors) * opts.shard.world, (seen - untimed) / max(time.perf_counter() - start, 1e-9)
+                )
     except MemoryError as e:  # decoding (or the model on the CPU) ran out of host memory
         feed.abort()
         raise S2MLPError(
@@ -99,17 +106,18 @@ def _one_pass(
         feed.abort()
         raise
     cache_note = feed.finish()
-    elapsed = time.perf_counter() - start
     counts = opts.shard.sum(torch.tensor([float(seen - len(skipped)), float(len(skipped))], device=device))
-    totals = opts.shard.sum(totals).cpu()  # the pass's one host sync
+    totals = opts.shard.sum(totals).cpu()  # the pass's one host sync: the clock stops after it
+    elapsed = time.perf_counter() - start
     images, n_skipped = int(counts[0]), int(counts[1])
     skipped = sorted(opts.shard.gather(skipped), key=lambda r: r["index"])
     predictions = [
         [{k: v for k, v in r.items() if k != "index"} for r in sorted(opts.shard.gather(p), key=_index)]
         for p in predictions
     ]
+    rate = (images + n_skipped - untimed * opts.shard.world) / elapsed if elapsed > 0 else None
     rows = [
-        _row(e, c1, c5, loss, nonfinite, images, n_skipped, elapsed, group, skipped, cache_note)
+        _row(e, c1, c5, loss, nonfinite, images, n_skipped, rate, group, skipped, cache_note)
         for e, (c1, c5, loss, nonfinite) in zip(group, totals.tolist(), strict=True)
     ]
     return rows, predictions
@@ -119,14 +127,18 @@ def _index(r: dict) -> int:
     return r["index"]
 
 
-def _logits(e: Entry, x: Any, opts: Options) -> Any:
+def _logits(e: Entry, xin: Any, opts: Options) -> Any:
+    """The model's float32 logits for a normalised batch. A compiled model always sees full batches: a
+    short last batch is padded (and the padding's logits dropped), so it is never compiled again."""
     import torch
 
-    xin = normalize(x, e.prep.mean, e.prep.std)
+    n = xin.shape[0]
+    if opts.compiled and n < opts.batch_size:
+        xin = torch.cat([xin, xin.new_zeros((opts.batch_size - n, *xin.shape[1:]))])
     if opts.channels_last:
         xin = xin.contiguous(memory_format=torch.channels_last)
     with autocast(opts.device, opts.amp):
-        return e.model(xin).float()
+        return e.model(xin).float()[:n]
 
 
 def _count(totals: Any, logits: Any, y: Any) -> Any:
@@ -165,7 +177,7 @@ def _row(
     nonfinite: float,
     images: int,
     n_skipped: int,
-    elapsed: float,
+    rate: float | None,
     group: list[Entry],
     skipped: list[dict],
     cache_note: str,
@@ -184,7 +196,7 @@ def _row(
         "loss": None if not images or nonfinite else round(loss / images, 5),
         "images": images,
         "skipped": n_skipped,
-        "images_per_s": round((images + n_skipped) / elapsed, 2) if elapsed > 0 else None,
+        "images_per_s": None if rate is None else round(rate, 2),
         "paper_top1": e.paper_top1,
         "delta_top1": None if top1 is None or e.paper_top1 is None else round(top1 - e.paper_top1, 3),
         "weights": e.weights,
