@@ -118,7 +118,7 @@ def _cpu() -> list[dict[str, Any]]:
     steal = _steal_pct()
     if steal is not None:
         step = "the hypervisor is taking CPU time: figures will be noisy" if steal > 2 else ""
-        out.append(_check("cpu steal (1 s)", "warn" if steal > 2 else "ok", f"{steal:.1f}%", step))
+        out.append(_check("cpu steal (0.25 s)", "warn" if steal > 2 else "ok", f"{steal:.1f}%", step))
     return out
 
 
@@ -131,7 +131,7 @@ def _steal_pct() -> float | None:
             return None
 
     a = read()
-    time.sleep(1.0)
+    time.sleep(0.25)
     b = read()
     if not a or not b or len(a) < 8:
         return None

@@ -161,3 +161,20 @@ def test_gpu_decode_batches_the_jpegs_and_sends_only_the_others_to_the_cpu_path(
             assert torch.equal(crops[k], alone), k
         else:
             assert torch.equal(crops[k], exact(decode(raw))), k  # the exact CPU path
+
+
+def test_compiled_bench_reports_both_graphs_and_autocast_is_said(zoo: Path, monkeypatch) -> None:
+    import functools
+
+    from s2mlp_cli import report
+    from s2mlp_cli.bench import Settings, Spec, measure
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    r = measure(Spec("tiny", 2, Settings(compile=True, iters=2, warmup=0), bs1_iters=2))
+    assert r.status == "ok" and r.compile_s > 0 and r.extra["compile_bs1_s"] > 0
+    note = report.bench_note(r.to_dict())
+    assert note == f"compile {r.compile_s:.1f} s (+{r.extra['compile_bs1_s']:.1f} s for batch 1)"
+    doc = {"env": {"device": "cpu", "dtype": "bfloat16 (autocast)"}, "results": [r.to_dict()]}
+    assert "autocast casts the weights on every call" in report.bench_conditions(doc)
+    doc["env"]["dtype"] = "float32"
+    assert "autocast" not in report.bench_conditions(doc)
