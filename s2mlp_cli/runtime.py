@@ -10,6 +10,7 @@ from s2mlp_cli.errors import ProblemsError, S2MLPError
 
 DEVICES = ("auto", "cuda", "cpu")
 AMP = ("none", "bf16", "fp16")  # autocast dtypes
+DECODE = ("cpu", "gpu")  # where eval decodes JPEGs: PIL on the CPU (exact), or nvJPEG on the GPU
 
 
 def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:

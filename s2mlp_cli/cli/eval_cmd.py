@@ -9,7 +9,7 @@ import click
 from s2mlp_cli.cli._errors import to_click
 from s2mlp_cli.cli._options import run_options, show, split
 from s2mlp_cli.errors import ProblemsError
-from s2mlp_cli.evaluate.request import DECODE
+from s2mlp_cli.runtime import DECODE
 from s2mlp_cli.zoo import INTERPOLATIONS
 
 

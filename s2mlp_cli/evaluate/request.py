@@ -11,12 +11,11 @@ from pathlib import Path
 
 from s2mlp_cli import report, sources
 from s2mlp_cli.errors import S2MLPError, UnknownModelError
-from s2mlp_cli.runtime import amp_problem
+from s2mlp_cli.runtime import DECODE, amp_problem
 from s2mlp_cli.zoo import Card, Preprocess, get_card
 
 PREDICTION_FORMATS = (".jsonl", ".csv")
 MAX_RESIZE = 4096  # the shorter side an image is resized to before the crop (memory grows with its square)
-DECODE = ("cpu", "gpu")  # where JPEGs are decoded: PIL on the CPU (exact), or nvJPEG on the GPU
 
 
 @dataclass
