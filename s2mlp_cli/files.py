@@ -59,6 +59,17 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def git_blob_sha1(data: bytes | Path) -> str:
+    """git's hash of a blob (what the Hub sends as the ETag of a file not in LFS), of bytes or a file."""
+    if isinstance(data, bytes):
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    h = hashlib.sha1(f"blob {data.stat().st_size}\0".encode())
+    with open(data, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def inside(path: Path, root: Path) -> bool:
     """Whether `path`, every link followed, lies under `root`."""
     try:

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from s2mlp_cli.errors import HubError
+from s2mlp_cli.files import git_blob_sha1
 from s2mlp_cli.sources.choice import Source
 from s2mlp_cli.sources.places import HEX40, HEX64, endpoint
 
@@ -120,16 +121,12 @@ def fetch_small(src: Source) -> bytes:
     parts: list[bytes] = []
     got = _stream(src, meta, parts.append, limit=MAX_SMALL)
     data = b"".join(parts)[:got]
-    expected = hashlib.sha256(data).hexdigest() if HEX64.match(meta.etag) else _git_sha1(data)
+    expected = hashlib.sha256(data).hexdigest() if HEX64.match(meta.etag) else git_blob_sha1(data)
     if expected != meta.etag:
         raise HubError(
             f"{src} failed verification: its hash is {expected[:16]}…, the Hub ETag {meta.etag[:16]}…"
         )
     return data
-
-
-def _git_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _stream(src: Source, meta: Meta, take: Callable[[bytes], Any], limit: int | None = None) -> int:

@@ -13,14 +13,13 @@ the file fits the model is checked by the caller that reads it (`s2mlp_cli.api`)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from s2mlp_cli.errors import HubError
-from s2mlp_cli.files import file_sha256, inside, scratch
+from s2mlp_cli.files import file_sha256, git_blob_sha1, inside, scratch
 from s2mlp_cli.sources.choice import Source, cached_path, choose, offline_error
 from s2mlp_cli.sources.download import Fetched, Meta, fetch, head
 from s2mlp_cli.sources.places import HEX40, HEX64, discard, hub_cache, offline
@@ -130,14 +129,6 @@ def _place(src: Source, meta: Meta, fetched: Fetched) -> Path:
     return snapshot
 
 
-def _git_blob_sha1(path: Path) -> str:
-    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify_cached(card: Card, src: Source, path: Path) -> Pulled:
     blob = path.resolve()
     etag = blob.name
@@ -149,7 +140,7 @@ def _verify_cached(card: Card, src: Source, path: Path) -> Pulled:
         )
     expected, against = _expected(src, etag)
     sha = file_sha256(blob)
-    got = sha if HEX64.match(expected) else _git_blob_sha1(blob)
+    got = sha if HEX64.match(expected) else git_blob_sha1(blob)
     if got != expected:
         discard(path, blob)
         raise HubError(
