@@ -79,3 +79,14 @@ class DataError(S2MLPError):
 
 class PushError(S2MLPError):
     """A push that could not be made; nothing was committed."""
+
+
+class Interrupted(BaseException):
+    """A job stopped by a signal (SIGINT, SIGTERM, SIGHUP) after putting its work somewhere safe; `kept`
+    says what was kept (e.g. a resumable state). Exits 128 + `signum` from the command line."""
+
+    def __init__(self, signum: int, kept: str, next_step: str | None = None) -> None:
+        super().__init__(kept)
+        self.signum = signum
+        self.kept = kept
+        self.next_step = next_step

@@ -32,8 +32,8 @@ __all__ = [
     "write_text_atomic",
     "to_csv",
     "to_json",
-    "eval_tables",
     "bench_tables",
+    "train_tables",
 ]
 
 
@@ -104,6 +104,16 @@ def to_markdown(doc: dict[str, Any], columns: Sequence[Column], title: str) -> s
     if doc.get("partial"):
         title += " (partial: interrupted)"
     lines = [f"### {title}", "", *markdown_table(columns, doc["results"])]
+    models = [r for r in doc["results"] if r.get("preprocess")]  # eval: what each number was made with
+    if models:
+        lines += ["", "Preprocessing and weights:", ""]
+    for r in {r["model"]: r for r in models}.values():
+        p = r["preprocess"]
+        lines.append(
+            f"- {r['model']}: resize {p.get('resize')} {p['interpolation']}, centre crop {p['input_size']} "
+            f"(crop_pct {p['crop_pct']}), mean {tuple(p['mean'])}, std {tuple(p['std'])}; weights "
+            f"{r.get('weights')}, sha256 {r.get('weights_sha256') or 'not recorded'}"
+        )
     lines += ["", "Environment:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["env"].items()]
     lines += [f"- warning: {w}" for w in doc.get("warnings", [])]
@@ -147,14 +157,16 @@ def _lat(d: dict | None, a: str, b: str) -> str:
 
 EVAL_COLUMNS: list[Column] = [
     ("model", lambda r: r["model"]),
+    ("set", lambda r: str(r.get("set") or "val")),
     ("top-1", lambda r: _pct(r["top1"])),
+    ("95% CI", lambda r: _range(r.get("top1_ci95"), ".2f")),
     ("top-5", lambda r: _pct(r["top5"])),
     ("loss", lambda r: _num(r["loss"], ".4f")),
     ("images", lambda r: f"{r['images']:,}"),
     ("skipped", lambda r: str(r["skipped"])),
     ("images/s", lambda r: _num(r["images_per_s"], ".1f")),
     ("paper", lambda r: _pct(r["paper_top1"])),
-    ("Δ", lambda r: _num(r["delta_top1"], "+.2f")),
+    ("Δ", lambda r: _num(r["delta_top1"], "+.2f") + ("*" if r.get("paper_in_ci95") else "")),
 ]
 
 
@@ -212,38 +224,87 @@ _TERSE_CELLS = {
 # --- terminal tables ------------------------------------------------------------------------------------
 
 
-def _table(title: str, columns: Sequence[Column], rows: list[dict], styles: list[str] | None = None) -> Table:
-    table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
-    )
-    for header, _ in columns:
-        table.add_column(header, justify="left" if header == "model" else "right", no_wrap=True)
-    for i, r in enumerate(rows):
-        table.add_row(*(Text(cell(r)) for _, cell in columns), style=(styles or [""] * len(rows))[i])
-    return table
+class FitTable:
+    """A table that fits the width it is printed at, with no cell cut: columns are left out from the
+    right (never the `keep` ones, the first always kept) until it fits, and a line names them (`--json`
+    has every field). `wrap` columns (free text: paths, notes) fold onto more lines instead.
+    `align`: header -> "left" / "right" (default: the first column left, the rest right)."""
+
+    def __init__(
+        self,
+        title: str,
+        columns: Sequence[Column],
+        rows: list[dict],
+        styles: list[str] | None = None,
+        keep: Sequence[str] = (),
+        wrap: Sequence[str] = (),
+        align: dict[str, str] | None = None,
+    ) -> None:
+        self.title, self.columns, self.rows = title, list(columns), rows
+        self.styles = styles or [""] * len(rows)
+        self.keep, self.wrap, self.align = set(keep) | {columns[0][0]}, set(wrap), align or {}
+        self.cells = [[cell(r) for _, cell in self.columns] for r in rows]
+
+    def table(self, shown: list[int]) -> Table:
+        table = Table(
+            title=self.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+        )
+        for i in shown:
+            header = self.columns[i][0]
+            justify = self.align.get(header, "left" if i == 0 else "right")
+            folds = header in self.wrap
+            table.add_column(header, justify=justify, no_wrap=not folds, overflow="fold")
+        for k, row in enumerate(self.cells):
+            table.add_row(*(Text(row[i]) for i in shown), style=self.styles[k])
+        return table
+
+    def fitting(self, width: int) -> tuple[list[int], list[str]]:
+        """The columns shown at `width`, and the headers left out."""
+        from rich.cells import cell_len
+
+        need = [
+            max([cell_len(h)] + [cell_len(c[i]) for c in self.cells])
+            if h not in self.wrap
+            else min(24, max([cell_len(h)] + [cell_len(c[i]) for c in self.cells]))
+            for i, (h, _) in enumerate(self.columns)
+        ]
+        shown = list(range(len(self.columns)))
+        dropped: list[str] = []
+        while sum(need[i] for i in shown) + 2 * (len(shown) - 1) + 2 > width:
+            droppable = [i for i in shown if self.columns[i][0] not in self.keep]
+            if not droppable:
+                break
+            shown.remove(droppable[-1])
+            dropped.insert(0, self.columns[droppable[-1]][0])
+        return shown, dropped
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        shown, dropped = self.fitting(options.max_width)
+        yield self.table(shown)
+        if dropped:
+            yield Text(f"left out at this width: {', '.join(dropped)} (--json has every field)")
 
 
-def eval_tables(doc: dict[str, Any]) -> list[Any]:
-    """The eval table, then one line per model (preprocessing, weights) and one for the conditions."""
-    title = "s2mlp eval: ImageNet-1k validation" + (" (partial)" if doc.get("partial") else "")
-    parts: list[Any] = [_table(title, EVAL_COLUMNS, doc["results"])]
-    env = doc["env"]
-    for r in doc["results"]:
-        p = r["preprocess"]
-        parts.append(
-            Text(
-                f"{r['model']}: resize {p['resize']} {p['interpolation']}, centre crop {p['input_size']} "
-                f"(crop_pct {p['crop_pct']}), mean {tuple(p['mean'])}, std {tuple(p['std'])}; "
-                f"weights {r['weights']} ({_ORIGIN[r.get('weights_origin', 'card')]})"
-            )
-        )
-    parts.append(
-        Text(
-            f"{doc['results'][0]['set']}; {env['device_name']} ({env['device']}), {env['math_mode']}, "
-            f"batch {env['batch_size']}, {env['workers']} workers, torch {env['torch']}"
-        )
-    )
-    return parts
+def _table(
+    title: str, columns: Sequence[Column], rows: list[dict], styles: list[str] | None = None
+) -> FitTable:
+    return FitTable(title, columns, rows, styles, keep=("top-1", "img/s", "model"))
+
+
+TRAIN_COLUMNS: list[Column] = [
+    ("model", lambda r: r["model"]),
+    ("epochs", lambda r: str(r["epochs"])),
+    ("best top-1", lambda r: _pct(r["best_top1"])),
+    ("top-5", lambda r: _pct(r["best_top5"])),
+    ("at epoch", lambda r: "-" if r["best_epoch"] is None else f"{r['best_epoch']} ({r['best_from']})"),
+    ("last top-1", lambda r: _pct(r["last_top1"])),
+]
+
+
+def train_tables(doc: dict[str, Any]) -> list[Any]:
+    """The run's best and last validation numbers, then where the weights are."""
+    r = doc["results"][0]
+    return [_table("s2mlp train", TRAIN_COLUMNS, doc["results"]), Text(f"best weights: {r['weights']}")]
 
 
 _ORIGIN = {"given": "the file given", "pulled": "the source you pulled", "card": "the card's source"}
@@ -311,32 +372,22 @@ def bench_conditions(doc: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def pull_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="s2mlp pull", title_justify="left")
-    table.add_column("variant", style="bold", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("source", overflow="fold")
-    table.add_column("verified against", no_wrap=True)
-    table.add_column("MiB", justify="right", no_wrap=True)
-    table.add_column("path / next step", overflow="fold")
+def pull_table(rows: list[dict[str, Any]]) -> FitTable:
+    columns: list[Column] = [
+        ("variant", lambda r: r["variant"]),
+        ("status", lambda r: r["status"]),
+        ("MiB", lambda r: f"{r['size'] / 2**20:.1f}" if "size" in r else ""),
+        ("verified against", lambda r: r.get("verified", "")),
+        ("source", lambda r: r.get("source", "")),
+        ("path / next step", lambda r: r["path"] if "path" in r else r["detail"]),
+    ]
     styles = {"pulled": "green", "cached": "green", "failed": "red", "skipped": "dim"}
-    for r in rows:
-        if "path" in r:
-            table.add_row(
-                Text(r["variant"]),
-                Text(r["status"], style=styles[r["status"]]),
-                Text(r["source"]),
-                Text(r["verified"]),
-                f"{r['size'] / 2**20:.1f}",
-                Text(r["path"]),
-            )
-        else:
-            table.add_row(
-                Text(r["variant"]),
-                Text(r["status"], style=styles[r["status"]]),
-                "",
-                "",
-                "",
-                Text(r["detail"]),
-            )
-    return table
+    return FitTable(
+        "s2mlp pull",
+        columns,
+        rows,
+        [styles[r["status"]] for r in rows],
+        keep=("status", "path / next step"),
+        wrap=("source", "path / next step"),
+        align={"status": "left", "verified against": "left", "source": "left", "path / next step": "left"},
+    )

@@ -168,10 +168,13 @@ def _check_fit(
         parts.append(f"shape of {k} is {tuple(state_dict[k].shape)}, the model's {tuple(expected[k].shape)}")
     message = f"{source} does not fit {name}: {'; '.join(parts)}"
     if wrong and all(HEAD.match(k) for k in wrong) and not (missing or unexpected):
-        message += (
-            "; it has another number of classes: load it with reset_head=True to keep the model's own head"
+        k = wrong[0]
+        raise WeightsError(
+            f"{source} has a head for {state_dict[k].shape[0]} classes; {name} has {expected[k].shape[0]}",
+            next_step="other_classes",
+            advice="load it with reset_head=True to keep the model's own head",
         )
-    elif suggest is not None and (fits := suggest(state_dict, name)):
+    if suggest is not None and (fits := suggest(state_dict, name)):
         message += f"; it looks like a checkpoint of {', '.join(fits)}"
     raise WeightsError(message)
 

@@ -40,12 +40,16 @@ def run(*args: str, env: dict | None = None) -> tuple[int, str, str]:
 
 
 def one_line_error(code: int, stderr: str, expected: int, *needles: str) -> None:
-    """Exit `expected`, no traceback, and one `Error:` line holding every needle."""
+    """Exit `expected`, no traceback, and one `Error:` line holding every needle (several problems: a
+    list under it, one `  - ` line each)."""
     assert code == expected, stderr
     errors = [ln for ln in stderr.splitlines() if ln.startswith("Error:")]
     assert "Traceback" not in stderr and len(errors) == 1, stderr
+    after = stderr.strip().splitlines()
+    after = after[after.index(errors[0]) + 1 :]
+    assert all(ln.startswith("  - ") for ln in after), stderr
     if expected == 1:  # a usage error (2) also prints click's usage header
-        assert len(stderr.strip().splitlines()) == 1, stderr
+        assert len(stderr.strip().splitlines()) == 1 + len(after), stderr
     for needle in needles:
         assert needle in stderr, stderr
 

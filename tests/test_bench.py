@@ -230,14 +230,41 @@ def test_plot(tmp_path: Path, zoo: Path) -> None:
         result = Runner().invoke(
             main, ["bench", "--variant", "tiny", "--plot", str(tmp_path / "p.png"), *QUICK]
         )
-        assert result.exit_code == 1 and "pip install 's2mlp[plot]'" in result.stderr
+        assert result.exit_code == 2 and "pip install '.[plot]'" in result.stderr
         return
+    from s2mlp_cli.bench.plot import caption
+
     rows = [
-        Row("a", family="s2mlpv2", throughput=10.0, paper_top1=80.0, params_m=25.0),
-        Row("b", family="vip", throughput=7.0, paper_top1=79.0, params_m=24.0),
-    ]
-    draw_plot(rows, str(tmp_path / "p.png"))
+        Row("a", family="s2mlpv2", batch_size=8, throughput=10.04, throughput_iqr=[9.0, 11.0],
+            paper_top1=80.0, params_m=25.0),
+        Row("b", family="vip", batch_size=8, throughput=7.0, throughput_iqr=[6.5, 7.2], paper_top1=79.0,
+            params_m=24.0),
+    ]  # fmt: skip
+    env = {"device_name": "AMD EPYC", "device": "cpu", "dtype": "float32",
+           "date": "2026-11-30T01:02:03+00:00", "load_before": [1.5, 1.0, 0.9], "cpu_count": 2,
+           "iters": 6, "rounds": 3}  # fmt: skip
+    assert caption(env, rows) == (
+        "AMD EPYC (cpu); dtype float32; batch 8; 2026-11-30; load before 1.50 on 2 cores; "
+        "6 timed calls in 3 rounds"
+    )
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    real_errorbar = plt.Axes.errorbar
+
+    def spy(ax, x, y, **kw):
+        drawn.append((list(x), kw["xerr"], kw["label"]))
+        return real_errorbar(ax, x, y, **kw)
+
+    plt.Axes.errorbar = spy
+    try:
+        draw_plot(rows, str(tmp_path / "p.png"), env)
+    finally:
+        plt.Axes.errorbar = real_errorbar
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # values as the table rounds them, IQR bars, one legend entry per group, on both panels
+    assert drawn[0] == ([10.0], [[1.0], [1.0]], "S²-MLPv2 (ours)") and drawn[1][2] == "peers"
+    assert len(drawn) == 4
 
 
 @pytest.mark.gpu
@@ -336,35 +363,3 @@ def test_busy_machine_and_wide_spread_are_warned() -> None:
     assert "busy before the run (load average 3.5 on 2 cores)" in text and "7.5% of CPU time" in text
     assert "m at batch 8: wide spread" in text and "q at batch" not in text
     assert warnings({"load_before": [0.1, 0.1, 0.1], "cpu_count": 2}, [quiet]) == []
-
-
-def test_tables_stay_readable_at_100_columns() -> None:
-    from rich.console import Console
-
-    from s2mlp_cli.report import bench_tables, eval_tables
-
-    bench_row = {
-        "model": "s2mlpv2_medium", "status": "ok", "detail": "", "params_m": 208.2, "gmacs": 44.55,
-        "batch_size": 256, "requested_batch_size": 256, "throughput": 12345.6,
-        "throughput_iqr": [12000.1, 12500.9], "throughput_ratio": 1.23,
-        "latency_bs1_ms": {"p50": 1234.5, "p99": 2345.6}, "peak_memory_mib": 123456.0,
-        "paper_top1": 83.6, "extra": {},
-    }  # fmt: skip
-    oom = {**bench_row, "model": "gfnet_h_b", "status": "oom", "detail": "out of memory at batch 256"}
-    env = {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1"}
-    eval_row = {
-        "model": "s2mlpv2_medium", "top1": 83.123, "top5": 96.456, "loss": 0.81234, "images": 50000,
-        "skipped": 12, "images_per_s": 12345.6, "paper_top1": 83.6, "delta_top1": -0.477, "weights": "w",
-        "preprocess": {"resize": 248, "interpolation": "bicubic", "input_size": 224, "crop_pct": 0.9,
-                       "mean": [0.5] * 3, "std": [0.5] * 3},
-        "set": "the full validation set",
-    }  # fmt: skip
-    eval_env = {**env, "math_mode": "fp32", "batch_size": 256, "workers": 8}
-    for parts in (bench_tables({"env": env, "results": [bench_row, oom]}),
-                  eval_tables({"env": eval_env, "results": [eval_row]})):  # fmt: skip
-        console = Console(width=100, record=True, file=io.StringIO())
-        console.print(parts[0])
-        text = console.export_text()
-        assert "…" not in text and max(map(len, text.splitlines())) <= 100, text
-        assert "s2mlpv2_medium" in text
-    assert "83.12%" in text  # every value whole

@@ -79,7 +79,11 @@ def test_info_shows_the_whole_card() -> None:
 def test_info_says_where_the_numbers_come_from() -> None:
     result = Runner().invoke(main, ["info", "vip_l7"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3}
+    lines: dict[str, str] = {}
+    key = ""
+    for line in (ln for ln in result.stdout.splitlines() if ln.count("│") >= 3):  # a long value folds
+        key = line.split("│")[1].strip() or key
+        lines[key] = lines.get(key, "") + line
     assert "2cab2ce" in lines["sources.preprocess"] and "5888c42" in lines["sources.preprocess"]
     assert "0.875" in lines["preprocess.crop_pct"]
     for key in ("sources.counts", "sources.paper", "sources.weights"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import fakeimagenet as fi
 import pytest
 import torch
-from helpers import MEAN, STD, Runner, check, run_eval, timm_reference
+from helpers import MEAN, STD, Runner, check, one_line_error, run_eval, timm_reference
 from PIL import Image
 from safetensors.torch import load_file
 from torch.nn import functional as F
@@ -53,7 +53,11 @@ def test_class_folders(setup, tmp_path: Path, items) -> None:
     code, doc, stderr = run_eval(weights, "--data", str(root))
     assert code == 0, stderr
     r = check(doc, expected)
-    assert r["layout"].startswith("A. class folders") and r["set"].startswith("a subset: 12 images")
+    assert (
+        r["layout"].startswith("A. class folders")
+        and r["set_shape"].startswith("a subset: 12 images")
+        and r["set"] == "val"
+    )
     assert r["preprocess"] == {
         "input_size": 56,
         "resize": 64,
@@ -306,13 +310,14 @@ def test_every_problem_is_named_at_once_before_torch_is_imported(zoo: Path, tmp_
                 "--devkit", {str(tmp_path / "nokit")!r}, "--output", "r.txt", "--std", "0.2,0,0.2"]
         result = CliRunner().invoke(main, args)
         print(result.exit_code)
-        print(result.stderr.strip().splitlines()[-1])
+        err = result.stderr.strip().splitlines()
+        print(" | ".join(err[next(i for i, e in enumerate(err) if e.startswith("Error:")):]))
         print(",".join(m for m in ("torch", "timm", "torchvision") if m in sys.modules) or "none")
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     exit_code, message, heavy = done.stdout.strip().splitlines()
-    assert exit_code == "2" and heavy == "none"
+    assert exit_code == "2" and heavy == "none" and message.startswith("Error: 7 problems: |   - ")
     for needle in (
         "--variant: unknown model 'nosuch'",
         f"--data: {tmp_path / 'nope'}: no such file or folder",
@@ -329,5 +334,5 @@ def test_missing_weights_alone_exit_1_naming_every_variant(zoo: Path, tmp_path: 
     root = fi.class_folders(tmp_path / "val", items[:2], [1, 2])
     args = ["eval", "--variant", "evaltiny,evaltiny_c", "--data", str(root), "--device", "cpu"]
     result = Runner().invoke(main, args)
-    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert "published for evaltiny;" in result.stderr and "published for evaltiny_c;" in result.stderr
+    one_line_error(result.exit_code, result.stderr, 1, "Error: 2 problems:", "published for evaltiny;",
+                   "published for evaltiny_c;")  # fmt: skip

@@ -123,7 +123,7 @@ def test_a_compiled_model_sees_full_batches_only(setup, tmp_path: Path, items) -
     for compiled in (False, True):
         sizes.clear()
         opts = Options("cpu", batch_size=5, workers=0, compiled=compiled)
-        (r,), _ = evaluate(dataset, [Entry("evaltiny", model, prep, "w")], opts, progress=False)
+        (r,), _, _ = evaluate(dataset, [Entry("evaltiny", model, prep, "w")], opts, progress=False)
         results[compiled] = {k: r[k] for k in ("top1", "top5", "loss", "images")}
         assert sizes == ([5, 5, 5] if compiled else [5, 5, len(items) - 10]), sizes
     assert results[True] == results[False] and results[False]["images"] == expected["images"]

@@ -33,7 +33,9 @@ LAYERS = {
     "errors": 0,
     "files": 0,
     "families": 1,
+    "significance": 1,
     "report": 1,
+    "evalreport": 1,
     "console": 2,
     "zoo": 2,
     "runtime": 2,
@@ -52,6 +54,7 @@ LAYERS = {
     "doctor": 7,
     "__init__": 8,
     "timm_train": 8,
+    "train": 8,
     "cli": 9,
     "__main__": 10,
 }

@@ -220,7 +220,7 @@ def test_weights_of_another_variant_are_rejected(fake_hub: FakeHub) -> None:
     wrong = save(create_model("hubtiny", num_classes=7).state_dict())
     fake_hub.add("testorg/hubtiny", {"model.safetensors": wrong})
     code, _, stderr = run("pull", "hubtiny")
-    one_line_error(code, stderr, 1, "does not fit hubtiny", "head.weight")
+    one_line_error(code, stderr, 1, "has a head for 7 classes; hubtiny has 10", "reset_head=True")
 
 
 def test_import_official_checkpoint_then_use_it(zoo: Path, reference: Path, monkeypatch) -> None:

@@ -98,7 +98,11 @@ def warnings(env: dict[str, Any], rows: list[Row]) -> list[str]:
         if max(spread, ratio_spread) > WIDE_SPREAD:
             out.append(
                 f"{r.model} at batch {r.batch_size}: wide spread (IQR {lo:.1f}–{hi:.1f} images/s"
-                + (f", × ref {rng[0]:.2f}–{rng[1]:.2f} across rounds" if rng else "")
+                + (
+                    f", × ref {rng[0]:.2f}–{rng[1]:.2f} across rounds"
+                    if rng and r.reference != r.model
+                    else ""
+                )
                 + "); more iterations or an idle machine would narrow it"
             )
     return out

@@ -120,7 +120,9 @@ def check(opts: BenchOptions) -> list[S2MLPError]:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            problems.append(S2MLPError("drawing a plot needs matplotlib: pip install 's2mlp[plot]'"))
+            problems.append(
+                S2MLPError("drawing a plot needs matplotlib", param="plot", next_step="install_plot")
+            )
     return problems
 
 

@@ -134,6 +134,52 @@ class _SigtermAsInterrupt:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+class _Clock:
+    """What the run has measured of itself: the first model's warm-up and each round, so the estimate
+    of what is left comes from this machine now, not from a probe. `says` gets the progress lines."""
+
+    def __init__(self, plan: Plan, says: Callable[[str], None]) -> None:
+        self.plan, self.says = plan, says
+        self.start = time.monotonic()
+        self.warmups: list[float] = []
+        self.rounds: list[float] = []
+        self.batches_done = 0
+
+    def left_s(self, warmups_left: int, rounds_left: int) -> float | None:
+        if not self.warmups or not self.rounds:
+            return None
+        warm = sum(self.warmups) / len(self.warmups)
+        per_round = sum(self.rounds[-3:]) / len(self.rounds[-3:])
+        later = len(self.plan.batch_sizes) - self.batches_done - 1  # batch sizes after this one
+        models = len(self.plan.models)
+        return (
+            warmups_left * warm
+            + rounds_left * per_round
+            + later * (models * warm + self.plan.rounds * per_round)
+        )
+
+    def round_done(self, batch: int, k: int, seconds: float) -> None:
+        self.rounds.append(seconds)
+        left = self.left_s(0, self.plan.rounds - k)
+        tail = f"; about {_duration(left)} left" if left is not None else ""
+        self.says(f"batch {batch}: round {k}/{self.plan.rounds} timed in {seconds:.1f} s{tail}")
+
+    def finish(self) -> None:
+        took = time.monotonic() - self.start
+        first = self.plan.estimate_s
+        if first and took > 1.5 * first:
+            self.says(
+                f"took {_duration(took)}, {took / first:.1f}x the first estimate (~{_duration(first)}): "
+                "the machine was slower than its probe said (see the load in the conditions)"
+            )
+
+
+def _duration(s: float) -> str:
+    from s2mlp_cli.console import duration
+
+    return duration(s)
+
+
 class _RoundsInterrupted(KeyboardInterrupt):
     def __init__(self, rows: list[Row]) -> None:
         super().__init__("interrupted")
@@ -168,11 +214,14 @@ def run(
     before = compare.machine_state()
     rows: list[Row] = []
     interrupted, stop = False, _SigtermAsInterrupt()
+    clock = _Clock(plan, on_progress or (lambda line: None))
     try:
         with stop:
             for b in plan.batch_sizes:
                 bs1_here = 1 not in plan.batch_sizes and b == plan.batch_sizes[0]
-                rows += _run_batch(opts, plan, b, bs1_here, on_row, on_progress or (lambda line: None))
+                rows += _run_batch(opts, plan, b, bs1_here, on_row, clock)
+                clock.batches_done += 1
+        clock.finish()
     except KeyboardInterrupt as e:
         interrupted = True
         rows += getattr(e, "rows", [])
@@ -190,7 +239,7 @@ def run(
             failures.append(f"could not write {opts.output}: {e.strerror or e}")
     if opts.plot and not interrupted:
         try:
-            draw_plot(rows, str(opts.plot))
+            draw_plot(rows, str(opts.plot), env)
         except OSError as e:
             failures.append(f"could not write {opts.plot}: {e.strerror or e}")
     if failures:
@@ -206,7 +255,7 @@ def _run_batch(
     batch: int,
     bs1: bool,
     on_row: Callable[[dict], None] | None,
-    on_progress: Callable[[str], None],
+    clock: _Clock,
 ) -> list[Row]:
     """All models at one batch size: start together, prepare one by one, interleave the timed rounds."""
     procs = [_Proc(Spec(card.name, batch, plan.settings, bs1=bs1), opts.timeout) for card in plan.models]
@@ -218,13 +267,21 @@ def _run_batch(
             p.receive()  # "built", or a final row
         for p in procs:
             if p.row is None:
+                n = plan.settings.warmup
+                clock.says(f"{p.spec.model} at batch {batch}: warming up ({n} call{'s' if n != 1 else ''})")
+                began = time.monotonic()
                 p.send({"cmd": "prepare"})
                 reply = p.receive()
                 if reply["event"] == "ready":
-                    on_progress(f"{p.spec.model} at batch {reply['batch_size']}: warmed up")
+                    clock.warmups.append(time.monotonic() - began)
+                    clock.says(
+                        f"{p.spec.model} at batch {reply['batch_size']}: warmed up in "
+                        f"{clock.warmups[-1]:.1f} s"
+                    )
         per_round = _split(plan.iters, plan.rounds)
         bs1_rounds = _split(max(2 * plan.iters, 10), plan.rounds) if bs1 else []
         for k, (n, n1) in enumerate(zip(per_round, bs1_rounds or [0] * len(per_round), strict=True), 1):
+            began = time.monotonic()
             for i, p in enumerate(procs):
                 for count, is_bs1 in ((n, False), (n1, True)):
                     if count and p.row is None:
@@ -233,7 +290,7 @@ def _run_batch(
                         if reply["event"] == "times":
                             (bs1_times[i].extend if is_bs1 else times[i].append)(reply["times"])
                             peaks[i] = reply["peak_memory_mib"]
-            on_progress(f"batch {batch}: round {k}/{len(per_round)} timed")
+            clock.round_done(batch, k, time.monotonic() - began)
         rows = []
         for i, p in enumerate(procs):
             if p.row is None:

@@ -18,7 +18,8 @@ import click
 
 from s2mlp_cli import __version__
 from s2mlp_cli.cli._errors import to_click
-from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.console import fit_width
+from s2mlp_cli.errors import Interrupted, S2MLPError
 
 # name -> "module:attribute", in the order `--help` lists them
 COMMANDS = {
@@ -28,6 +29,7 @@ COMMANDS = {
     "push": "s2mlp_cli.cli.push_cmd:push_command",
     "eval": "s2mlp_cli.cli.eval_cmd:eval_command",
     "bench": "s2mlp_cli.cli.bench_cmd:bench_command",
+    "train": "s2mlp_cli.cli.train_cmd:train_command",
     "cache": "s2mlp_cli.cli.cache_cmd:cache_command",
     "doctor": "s2mlp_cli.cli.doctor_cmd:doctor_command",
 }
@@ -76,6 +78,7 @@ class LazyGroup(click.Group):
         for stream in (sys.stdout, sys.stderr):  # a name no encoding can print is escaped, not fatal
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(errors="backslashreplace")
+        fit_width()
         try:
             with _signals_unwind():
                 return super().invoke(ctx)
@@ -85,6 +88,13 @@ class LazyGroup(click.Group):
             click.echo(
                 f"Error: stopped by {signal.Signals(e.signum).name}; nothing half-written was kept", err=True
             )
+            ctx.exit(128 + e.signum)
+        except KeyboardInterrupt:
+            click.echo("Error: stopped by Ctrl-C (SIGINT); nothing half-written was kept", err=True)
+            ctx.exit(130)
+        except Interrupted as e:  # the job put its work somewhere safe first, and says where
+            step = "; continue with the same command and --resume" if e.next_step == "resume" else ""
+            click.echo(f"Error: stopped by {signal.Signals(e.signum).name}; {e.kept}{step}", err=True)
             ctx.exit(128 + e.signum)
         except S2MLPError as e:
             raise to_click(e, ctx.invoked_subcommand) from e
@@ -111,5 +121,6 @@ def main() -> None:
       s2mlp push medium --weights model_best.pth.tar --repo me/s2mlpv2-medium
       s2mlp eval --variant mixer_b16_224 --data /imagenet/val
       s2mlp bench --variant small --compare vip,gfnet
+      s2mlp train --variant small --data /imagenet --output runs/s2mlpv2-small
       s2mlp doctor
     """

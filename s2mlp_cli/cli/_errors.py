@@ -29,6 +29,14 @@ FLAGS = {
     "crop_pct": "--crop-pct",
     "filename": "--filename",
     "names": "ENTRY",
+    "recipe": "--recipe",
+    "overrides": "--set",
+    "num_classes": "--num-classes",
+    "init": "--init",
+    "val": "--val",
+    "plot": "--plot",
+    "real_labels": "--real-labels",
+    "compare_with": "--compare-with",
 }
 # the library's next steps (`S2MLPError.next_step`) as the commands and flags that take them
 STEPS = {
@@ -42,6 +50,10 @@ STEPS = {
     "cache_list": "see `s2mlp cache list`",
     "json_result": "write it with --output FILE.json",
     "eval_pushed": "evaluate the file you push (`s2mlp eval --weights FILE --output X.json`)",
+    "resume": "continue it with --resume (the same command), or name a new --output",
+    "num_classes": "pass --num-classes N to train on other class folders",
+    "install_plot": "pip install matplotlib (from a checkout: pip install '.[plot]')",
+    "other_classes": "s2mlp eval scores ImageNet-1k's 1000 classes; evaluate a model trained on all of them",
 }
 
 
@@ -49,6 +61,8 @@ def say(e: S2MLPError, command: str | None) -> str:
     """One problem in the command line's words: its flag first, then what went wrong, then the command
     that is the next step."""
     text = f"{FLAGS.get(e.param, e.param)}: {e.message}" if e.param else e.message
+    if e.next_step == "other_classes" and command != "eval":  # outside eval, Python's way is the way
+        return f"{text}; {e.advice}" if e.advice else text
     if e.next_step in STEPS:
         weights = ", or --weights FILE" if command in ("eval", "bench") else ""
         given = e.step_args  # e.g. the Hub file the caller named, as pull's flags
@@ -60,9 +74,11 @@ def say(e: S2MLPError, command: str | None) -> str:
 
 
 def to_click(e: S2MLPError, command: str | None) -> click.ClickException:
-    """Exit 2 when any problem is the user's argument, else 1; every problem in one message."""
+    """Exit 2 when any problem is the user's argument, else 1; every problem in one message: one line
+    for one problem, a short list (one per line, under the one "Error:" line) for several."""
     problems = e.problems if isinstance(e, ProblemsError) else [e]
-    message = "; ".join(say(p, command) for p in problems)
+    said = list(dict.fromkeys(say(p, command) for p in problems))
+    message = said[0] if len(said) == 1 else f"{len(said)} problems:\n" + "\n".join(f"  - {s}" for s in said)
     if any(p.param for p in problems):
         return click.UsageError(message)
     return click.ClickException(message)

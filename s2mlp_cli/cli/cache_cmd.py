@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
 from s2mlp_cli.cli._options import json_option
 from s2mlp_cli.console import out, print_json
+from s2mlp_cli.report import FitTable
 
 
 @click.group("cache")
@@ -37,17 +35,21 @@ def list_entries(as_json: bool) -> None:
     if as_json:
         print_json({"root": str(cache.cache_root()), "entries": rows})
         return
-    table = Table(title=f"s2mlp cache: {cache.cache_root()}", title_justify="left", box=box.SIMPLE_HEAD)
-    for name, justify in (("entry", "left"), ("geometry", "left"), ("images", "right"), ("MiB", "right")):
-        table.add_column(name, justify=justify, no_wrap=name != "entry", overflow="fold")
-    table.add_column("dataset / status", overflow="fold")
-    for r in rows:
-        images = "-" if r["images"] is None else f"{r['images']:,}"
-        detail = r["dataset"] if r["status"] == "complete" else r["status"]
-        table.add_row(
-            Text(r["name"]), r["geometry"] or "-", images, f"{r['bytes'] / 2**20:.1f}", Text(detail)
-        )
-    out.print(table)
+    if not rows:
+        out.print(f"no cache entries in {cache.cache_root()}", highlight=False)
+        return
+    columns = [
+        ("entry", lambda r: r["name"]),
+        ("images", lambda r: "-" if r["images"] is None else f"{r['images']:,}"),
+        ("MiB", lambda r: f"{r['bytes'] / 2**20:.1f}"),
+        ("dataset / status", lambda r: r["dataset"] if r["status"] == "complete" else r["status"]),
+        ("geometry", lambda r: r["geometry"] or "-"),
+    ]
+    align = {"dataset / status": "left", "geometry": "left"}
+    title = f"s2mlp cache: {cache.cache_root()}"
+    out.print(
+        FitTable(title, columns, rows, keep=("dataset / status",), wrap=("dataset / status",), align=align)
+    )
     total = sum(r["bytes"] for r in rows)
     out.print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, {total / 2**20:.1f} MiB")
 

@@ -35,7 +35,15 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option(
     "--variant", required=True, help="Variants, comma-separated (models with the same crop share a pass)."
 )
-@click.option("--data", required=True, help="The validation set (layout detected).")
+@click.option(
+    "--data",
+    required=True,
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="A test set, its layout detected; repeat for several (NAME: val, v2, a, r, sketch, c, or yours).",
+)
+@click.option("--real-labels", help="ReaL's real.json: also score the val set as ImageNet-ReaL.")
+@click.option("--compare-with", help="An earlier run's --save-predictions .jsonl: paired tests against it.")
 @click.option("--labels", help="Labels file: Kaggle CSV, or name,label.")
 @click.option("--devkit", help="ILSVRC2012_devkit_t12 folder (layout B).")
 @click.option("--weights", help="Weights file (one variant only); default: the variant's pulled weights.")
@@ -69,7 +77,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option("--save-predictions", help="Per-image top-5 (.jsonl or .csv).")
 @run_options("results")
 def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None:
-    """Evaluate on the ImageNet-1k validation set with each card's exact preprocessing.
+    """Evaluate on ImageNet-1k val and the other ImageNet test sets with each card's exact preprocessing.
 
     The layout is detected (class folders; flat ILSVRC2012_val_* with the devkit; Kaggle; Hugging Face
     parquet; WebDataset tars; or any folder with --labels) and printed, with whether the set is complete.
@@ -77,6 +85,13 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
     `s2mlp pull` fetched or imported for the variant, else the card's source. No S²-MLPv2 weights are
     published: evaluate your own with --weights FILE, or after `s2mlp pull medium --repo ORG/NAME`.
     Every argument, path and weight source is checked before anything is loaded.
+
+    Other sets are detected from their layout, or named NAME=PATH: ImageNet-V2 (folders 0 ... 999),
+    ImageNet-A and -R (200 wnid folders; logits restricted to their 200 classes), ImageNet-Sketch,
+    ImageNet-C (<corruption>/<severity>/<wnid>/: error per corruption and severity, CE and mCE), and
+    ImageNet-ReaL (the val set with --real-labels). Every top-1 and top-5 comes with a 95% Wilson
+    interval; models evaluated together are compared pairwise on the same images (McNemar's exact
+    test), and differences within noise are marked.
 
     Decoded crops are cached per geometry (`s2mlp cache list`), so a second eval reads them at memory
     speed with identical results. Under `torchrun --nproc-per-node N -m s2mlp_cli eval ...` each process
@@ -87,6 +102,8 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
       s2mlp eval --variant mixer_b16_224 --data /imagenet/val
       s2mlp eval --variant vip_s7,gfnet_s --data /data/val_flat --devkit /data/ILSVRC2012_devkit_t12
       s2mlp eval --variant medium --weights my_run.safetensors --data /imagenet/val --limit 2000 --json
+      s2mlp eval --variant vip_s7,gfnet_s --data /imagenet/val --real-labels real.json \
+        --data v2=/data/imagenetv2-matched-frequency --data a=/data/imagenet-a --data r=/data/imagenet-r
       torchrun --nproc-per-node 8 -m s2mlp_cli eval --variant mixer_b16_224 --data /imagenet/val
     """
     from s2mlp_cli.evaluate import EvalOptions, check
@@ -97,13 +114,13 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
 
     import os
 
-    from s2mlp_cli import report
+    from s2mlp_cli.evalreport import eval_tables
     from s2mlp_cli.evaluate import run
 
     doc = run(opts)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process speaks for all
         return
-    show(doc, as_json, report.eval_tables)
+    show(doc, as_json, eval_tables)
     failed = [f"{r['model']}: {r['detail']}" for r in doc["results"] if r.get("status") == "error"]
     if failed or doc.get("write_errors"):
         raise click.ClickException("; ".join(failed + doc.get("write_errors", [])))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
 from s2mlp_cli import families
 from s2mlp_cli.cli._options import json_option
 from s2mlp_cli.console import out, print_json
+from s2mlp_cli.report import FitTable
 from s2mlp_cli.sources import status
 from s2mlp_cli.zoo import cards
 
@@ -50,26 +48,16 @@ def list_command(family: str | None, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table(title="s2mlp model zoo", title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("alias", no_wrap=True)
-    table.add_column("family", no_wrap=True)
-    table.add_column("params (M)", justify="right", no_wrap=True)
-    table.add_column("GMACs", justify="right", no_wrap=True)
-    table.add_column("input", justify="right", no_wrap=True)
-    table.add_column("paper top-1", justify="right", no_wrap=True)
-    table.add_column("weights", no_wrap=True)
-    for r in rows:
-        top1 = "-" if r["paper_top1"] is None else f"{r['paper_top1']:.1f}%"
-        alias = r["aliases"][0] if r["aliases"] else ""
-        table.add_row(
-            Text(r["name"]),
-            Text(alias),
-            r["family"],
-            f"{r['params_m']:.2f}",
-            f"{r['gmacs']:.2f}",
-            str(r["input_size"]),
-            top1,
-            r["weights"],
-        )
+    columns = [
+        ("name", lambda r: r["name"]),
+        ("params M", lambda r: f"{r['params_m']:.2f}"),
+        ("GMACs", lambda r: f"{r['gmacs']:.2f}"),
+        ("top-1", lambda r: "-" if r["paper_top1"] is None else f"{r['paper_top1']:.1f}%"),
+        ("weights", lambda r: r["weights"]),
+        ("input", lambda r: str(r["input_size"])),
+        ("family", lambda r: r["family"]),
+        ("alias", lambda r: r["aliases"][0] if r["aliases"] else ""),
+    ]
+    align = {"weights": "left", "family": "left", "alias": "left"}
+    table = FitTable("s2mlp model zoo (top-1: the paper's)", columns, rows, keep=("weights",), align=align)
     out.print(table)

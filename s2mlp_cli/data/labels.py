@@ -14,12 +14,25 @@ from s2mlp_cli.errors import DataError
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 
 
+def timm_info(name: str) -> str:
+    """A class list timm ships (timm/data/_info), read without importing timm (and so torch): checks of
+    a request stay instant."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("timm is not installed: its ImageNet class lists are needed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read timm's {name} ({e.strerror or e})") from None
+
+
 @cache
 def synsets() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids in sorted order: index i is class i of every pretrained head."""
-    from timm.data import ImageNetInfo
-
-    names = tuple(ImageNetInfo("imagenet-1k").label_names())
+    names = tuple(timm_info("imagenet_synsets.txt").split())
     if len(names) != 1000 or list(names) != sorted(names):
         raise DataError("timm's ImageNet-1k synset list is not the 1000 sorted wnids")
     return names

@@ -93,6 +93,14 @@ def _class_folders(root: Path, class_dirs: list[Path]) -> Dataset:
     unknown = sorted(p.name for p in class_dirs if p.name not in index)
     if unknown:
         raise DataError(f"{root}: folder {unknown[0]} is not an ImageNet-1k synset ({len(unknown)} such)")
+    return class_folders(
+        root, class_dirs, index, "A. class folders (label = wnid's index among the 1000 sorted synsets)"
+    )
+
+
+def class_folders(root: Path, class_dirs: list[Path], index: dict[str, int], layout: str) -> Dataset:
+    """The images of each class folder, labelled `index[folder name]`; unreadable folders and broken
+    links are left out and said in the notes."""
     samples, unreadable, broken = [], [], []
     for folder in sorted(class_dirs, key=lambda p: p.name):
         label = index[folder.name]
@@ -121,9 +129,7 @@ def _class_folders(root: Path, class_dirs: list[Path]) -> Dataset:
         notes.append(
             f"{len(broken)} image link(s) lead nowhere (broken or looping) and were left out: {broken[0]}"
         )
-    return Dataset(
-        "A. class folders (label = wnid's index among the 1000 sorted synsets)", str(root), samples, notes
-    )
+    return Dataset(layout, str(root), samples, notes)
 
 
 def _find_devkit(root: Path) -> Path | None:

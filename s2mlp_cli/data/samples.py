@@ -78,17 +78,28 @@ def fingerprint(samples: list[Sample]) -> str:
 
 @dataclass
 class Dataset:
+    """A labelled image set. `name` is which test set it is (val, v2, a, r, sketch, c); `valid` the class
+    indices its logits are restricted to (ImageNet-A and -R: their 200); `real` each sample's ReaL labels
+    (aligned with `samples`); `part` an ImageNet-C (corruption, severity)."""
+
     layout: str
     root: str
     samples: list[Sample]
     notes: list[str] = field(default_factory=list)
+    name: str = "val"
+    valid: tuple[int, ...] | None = None
+    real: list[tuple[int, ...]] | None = None
+    part: tuple[str, int] | None = None
 
     def shape(self) -> str:
         """Whether this is the full validation set, and if not, what it is."""
         counts = Counter(s.label for s in self.samples)
         n, k = len(self.samples), len(counts)
+        if self.name != "val":
+            return f"{n:,} image{'s' if n != 1 else ''} in {k} class{'es' if k != 1 else ''}"
         if n == FULL_SIZE and k == 1000 and set(counts.values()) == {PER_CLASS}:
             return "the full validation set: 50,000 images, 50 per class"
         per = sorted(set(counts.values()))
         spread = f"{per[0]}" if len(per) == 1 else f"{per[0]}–{per[-1]}"
-        return f"a subset: {n:,} images in {k} classes ({spread} per class), not the full 50,000"
+        images, classes = f"image{'s' if n != 1 else ''}", f"class{'es' if k != 1 else ''}"
+        return f"a subset: {n:,} {images} in {k} {classes} ({spread} per class), not the full 50,000"

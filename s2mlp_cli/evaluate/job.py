@@ -11,9 +11,10 @@ from typing import Any
 from s2mlp_cli import report
 from s2mlp_cli.console import info, warn
 from s2mlp_cli.errors import ProblemsError, S2MLPError
+from s2mlp_cli.evaluate import sets as sets_
 from s2mlp_cli.evaluate.feed import Options
 from s2mlp_cli.evaluate.loop import Entry, evaluate
-from s2mlp_cli.evaluate.request import EvalOptions, cards_of, check, preprocess
+from s2mlp_cli.evaluate.request import EvalOptions, cards_of, check, data_specs, preprocess
 from s2mlp_cli.evaluate.shard import Shard
 
 CHANCE_TOP1 = 0.1  # percent, 1000 classes
@@ -27,8 +28,7 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     import torch
 
     from s2mlp_cli import api, arch
-    from s2mlp_cli.data import find_dataset
-    from s2mlp_cli.runtime import device_for, dtype_label, environment, set_math_mode
+    from s2mlp_cli.runtime import device_for, environment, set_math_mode
 
     device = device_for(opts.device, opts.amp)
     if opts.decode == "gpu" and device != "cuda":
@@ -38,19 +38,23 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     if shard.world > 1 and device == "cuda":
         torch.cuda.set_device(shard.local_rank)
 
-    dataset = find_dataset(opts.data, opts.labels, opts.devkit)
-    if opts.limit:
-        dataset.samples = dataset.samples[: opts.limit]
+    sets = _find_sets(opts)
     if shard.world > 1:  # before any work: every process must see the same images and labels
         from s2mlp_cli.data.samples import fingerprint
 
-        shard.agree("data", fingerprint(dataset.samples))
-    info(f"data: {dataset.root}")
-    info(f"layout: {dataset.layout}")
-    for note in dataset.notes:
-        info(f"  {note}")
-    shape = dataset.shape()
-    info(f"set: {shape}" + (f" (limit {opts.limit})" if opts.limit else ""))
+        shard.agree("data", fingerprint([s for _, parts in sets for part in parts for s in part.samples]))
+    for label, parts in sets:
+        first = parts[0]
+        root = first.root if first.part is None else str(Path(first.root).parents[1])  # ImageNet-C's root
+        info(f"data{'' if len(sets) == 1 else f' {label}'}: {root}")
+        info(f"layout: {first.layout}" + (f" ({len(parts)} parts)" if len(parts) > 1 else ""))
+        for note in dict.fromkeys(n for part in parts for n in part.notes):
+            info(f"  {note}")
+        shapes = {part.shape() for part in parts}
+        info(
+            f"set: {shapes.pop() if len(shapes) == 1 else f'{len(parts)} parts'}"
+            + (f" (limit {opts.limit})" if opts.limit else "")
+        )
 
     entries = []
     for card in cards_of(opts.variants, []):
@@ -80,23 +84,99 @@ def run(opts: EvalOptions) -> dict[str, Any]:
         shard=shard,
         compiled=opts.compile,
     )
-    results, predictions = evaluate(dataset, entries, loop, progress=opts.progress and shard.rank == 0)
-    if results and results[0]["images"] == 0:
-        raise S2MLPError(f"none of the {len(dataset.samples)} images could be read (see the warnings)")
+    saved = {}
+    if opts.compare_with:
+        labels = {label: {s.key: s.label for part in parts for s in part.samples} for label, parts in sets}
+        saved = sets_.read_saved(opts.compare_with, labels)
+    results, predictions, comparisons = [], {}, []
+    for label, parts in sets:
+        for part in parts:
+            rows, preds, ranked = evaluate(part, entries, loop, progress=opts.progress and shard.rank == 0)
+            name = label if part.part is None else f"{label}/{part.part[0]}/{part.part[1]}"
+            results += _score(part, name, rows, ranked, device, batch_size, opts.amp)
+            for model, p in preds.items():
+                predictions.setdefault(model, []).extend({**r, "set": name} for r in p)
+            if part.part is None:
+                idx = next(iter(ranked.values()))[0]
+                keys = [part.samples[i].key for i in idx]
+                correct = {m: sets_.hits(part, r)[0] for m, r in ranked.items()}
+                comparisons += sets_.compare(name, keys, correct, saved.get(name, {}))
+                if part.real is not None:
+                    real = {m: _real_hits(part, r) for m, r in ranked.items()}
+                    kept = [keys[k] for k, i in enumerate(idx) if part.real[i]]
+                    comparisons += sets_.compare("real", kept, real, saved.get("real", {}))
+    if all(r["images"] == 0 for r in results):
+        raise S2MLPError("none of the images could be read (see the warnings)")
     for r in results:
-        if (message := chance_warning(r["top1"], r["images"])) is not None:
+        if r.get("set") == sets[0][0] and (message := chance_warning(r["top1"], r["images"])) is not None:
             warn(f"{r['model']}: {message}")
-        r.update(layout=dataset.layout, set=shape, data=dataset.root, device=device)
-        r.update(batch_size=batch_size, dtype=dtype_label(opts.amp))
 
     env = environment(device, opts.amp, opts.tf32)
     env.update(workers=workers, batch_size=batch_size, channels_last=opts.channels_last, compile=opts.compile)
     notes = list(dict.fromkeys(r.pop("cache") for r in results))  # one per pass: read, built or off
     env.update(processes=shard.world, decode=opts.decode, cache="; ".join(notes))
-    doc = report.document(env, results)
+    extra: dict[str, Any] = {"comparisons": comparisons}
+    if any(r.get("corruption") for r in results):
+        extra["corruption"] = sets_.corruption_summary(results)
+    doc = report.document(env, results, **extra)
     if shard.rank == 0:  # under torchrun, one process writes (every process returns the same document)
         _write(opts, doc, predictions)
     return doc
+
+
+def _find_sets(opts: EvalOptions) -> list[tuple[str, list]]:
+    """Each set asked for, as (its name in the results, its datasets: ImageNet-C has one per part)."""
+    from s2mlp_cli.data.testsets import find_sets
+
+    sets: list[tuple[str, list]] = []
+    for name, root in data_specs(opts.data):
+        parts = find_sets(root, name, opts.labels, opts.devkit, opts.real_labels)
+        for part in parts:
+            if opts.limit:
+                part.samples = part.samples[: opts.limit]
+                if part.real is not None:
+                    part.real = part.real[: opts.limit]
+        label = name or parts[0].name
+        taken = {s for s, _ in sets}
+        label = (
+            next(f"{label}-{k}" for k in range(2, 100) if f"{label}-{k}" not in taken)
+            if label in taken
+            else label
+        )
+        sets.append((label, parts))
+    return sets
+
+
+def _score(
+    part: Any, name: str, rows: list[dict], ranked: dict, device: str, batch: int, amp: str
+) -> list[dict]:
+    """The pass's rows named by set, with intervals; the val pass also scored with ReaL labels."""
+    from s2mlp_cli.data.testsets import SETS
+    from s2mlp_cli.runtime import dtype_label
+
+    out = []
+    for r in rows:
+        r.update(set=name, set_name=SETS[part.name], set_shape=part.shape(), layout=part.layout)
+        r.update(data=part.root, device=device, batch_size=batch, dtype=dtype_label(amp))
+        if part.part is not None:
+            r.update(corruption=part.part[0], severity=part.part[1])
+        if part.name != "val":  # papers' numbers are for the val set
+            r.update(paper_top1=None, delta_top1=None)
+        if part.valid is not None:
+            r["classes"] = len(part.valid)
+        top1, top5 = sets_.hits(part, ranked[r["model"]])
+        sets_.with_intervals(r, top1, top5)
+        out.append(r)
+        if part.real is not None:
+            out.append(sets_.real_row(r, part, ranked[r["model"]]))
+    return out
+
+
+def _real_hits(part: Any, ranked: tuple) -> Any:
+    import numpy as np
+
+    idx, top = ranked
+    return np.array([int(top[k, 0]) in part.real[i] for k, i in enumerate(idx) if part.real[i]], dtype=bool)
 
 
 def _write(opts: EvalOptions, doc: dict[str, Any], predictions: dict[str, list[dict]]) -> None:

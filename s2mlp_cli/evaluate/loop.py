@@ -34,22 +34,28 @@ class Entry:
     weights_sha256: str | None = None
 
 
+Ranked = tuple[Any, Any]  # (dataset indices, their top-5 classes): numpy arrays in index order
+
+
 def evaluate(
     dataset: Dataset, entries: list[Entry], opts: Options, progress: bool = True
-) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """One result per entry, in the entries' order; and, when `opts.save_predictions`, each model's
-    per-image top-5 in dataset order (else empty lists)."""
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], dict[str, Ranked]]:
+    """One result per entry, in the entries' order; when `opts.save_predictions`, each model's per-image
+    top-5 with probabilities in dataset order (else empty lists); and each model's top-5 classes per image
+    read (for paired tests and ReaL). With `dataset.valid`, logits outside those classes are masked."""
     groups: dict[tuple, list[Entry]] = {}
     for e in entries:
         groups.setdefault(e.prep.geometry, []).append(e)
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
+    ranked: dict[str, Ranked] = {}
     for i, group in enumerate(groups.values(), 1):
         label = f"pass {i}/{len(groups)}: " + ", ".join(e.name for e in group)
-        rows, preds = _one_pass(dataset, group, opts, label, progress)
-        for e, r, p in zip(group, rows, preds, strict=True):
-            results[e.name], predictions[e.name] = r, p
-    return [results[e.name] for e in entries], {e.name: predictions[e.name] for e in entries}
+        rows, preds, ranks = _one_pass(dataset, group, opts, label, progress)
+        for e, r, p, k in zip(group, rows, preds, ranks, strict=True):
+            results[e.name], predictions[e.name], ranked[e.name] = r, p, k
+    names = [e.name for e in entries]
+    return [results[n] for n in names], {n: predictions[n] for n in names}, {n: ranked[n] for n in names}
 
 
 def _one_pass(
@@ -67,6 +73,13 @@ def _one_pass(
     totals = torch.zeros(len(group), 4, dtype=torch.float64, device=device)
     norms = [Normalizer(e.prep.mean, e.prep.std, device) for e in group]  # on the device once, not per batch
     predictions: list[list[dict]] = [[] for _ in group]
+    tops: list[list[Any]] = [[] for _ in group]  # each batch's top-5, on the device
+    read: list[Any] = []  # each batch's dataset indices
+    sel = remap = None
+    if dataset.valid is not None:  # ImageNet-A / -R: only their classes compete
+        sel = torch.tensor(dataset.valid, device=device)
+        remap = torch.full((_num_classes(group[0]),), -1, dtype=torch.long, device=device)
+        remap[sel] = torch.arange(len(sel), device=device)
     seen, untimed, skipped = 0, 0, []
     bar = Bar(desc=label, total=len(dataset.samples), unit="img", enabled=progress)
     start = time.perf_counter()
@@ -82,11 +95,19 @@ def _one_pass(
                     keep = torch.tensor(ok)
                     x, y, idx = x[keep.to(x.device)], y[keep.to(y.device)], idx[keep]
                 if len(idx):
+                    read.append(idx)
                     for k, e in enumerate(group):
                         logits = _logits(e, norms[k](x), opts)
-                        top5 = _count(totals[k], logits, y)
+                        if sel is None:
+                            top5 = ranks = _count(totals[k], logits, y)
+                        else:  # scored among the set's classes, named by their global index
+                            logits = logits.index_select(1, sel)
+                            ranks = _count(totals[k], logits, remap[y])
+                            top5 = sel[ranks]
+                        tops[k].append(top5)
                         if opts.save_predictions:
-                            predictions[k] += _predictions(dataset, idx, y, logits, top5)
+                            probs = logits.softmax(dim=1).gather(1, ranks)
+                            predictions[k] += _predictions(dataset, idx, y, probs, top5)
                 seen += len(errors)
                 if opts.compiled and seen == len(errors):  # the first batch compiled the models: not timed
                     if device.type == "cuda":
@@ -120,7 +141,28 @@ def _one_pass(
         _row(e, c1, c5, loss, nonfinite, images, n_skipped, rate, group, skipped, cache_note)
         for e, (c1, c5, loss, nonfinite) in zip(group, totals.tolist(), strict=True)
     ]
-    return rows, predictions
+    return rows, predictions, [_ranked(read, t, opts) for t in tops]
+
+
+def _num_classes(e: Entry) -> int:
+    return int(getattr(e.model, "num_classes", 1000))
+
+
+def _ranked(read: list[Any], tops: list[Any], opts: Options) -> Ranked:
+    """Every process's (index, top-5) rows, in index order, as numpy arrays."""
+    import numpy as np
+    import torch
+
+    if not read:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 5), dtype=np.int64)
+    idx = torch.cat([i.cpu() for i in read]).numpy()
+    top = torch.cat(tops).cpu().numpy()
+    if opts.shard.world > 1:
+        rows = opts.shard.gather([(int(i), t.tolist()) for i, t in zip(idx, top, strict=True)])
+        rows.sort(key=lambda r: r[0])
+        idx, top = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    order = np.argsort(idx, kind="stable")
+    return idx[order], top[order]
 
 
 def _index(r: dict) -> int:
@@ -147,7 +189,7 @@ def _count(totals: Any, logits: Any, y: Any) -> Any:
     import torch
     from torch.nn import functional as F
 
-    top5 = logits.topk(5, dim=1).indices
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # fewer classes: all of them
     totals[0] += (top5[:, 0] == y).sum()
     totals[1] += (top5 == y[:, None]).any(dim=1).sum()
     totals[2] += F.cross_entropy(logits, y, reduction="none").double().sum()
@@ -155,8 +197,7 @@ def _count(totals: Any, logits: Any, y: Any) -> Any:
     return top5
 
 
-def _predictions(dataset: Dataset, idx: Any, y: Any, logits: Any, top5: Any) -> list[dict[str, Any]]:
-    probs = logits.softmax(dim=1).gather(1, top5)
+def _predictions(dataset: Dataset, idx: Any, y: Any, probs: Any, top5: Any) -> list[dict[str, Any]]:
     return [
         {
             "index": k,

@@ -23,7 +23,7 @@ class EvalOptions:
     """One evaluation request; None means the card's value or the device's default."""
 
     variants: Sequence[str]
-    data: str | Path
+    data: str | Path | Sequence[str | Path]  # one set or several, each PATH or NAME=PATH
     labels: str | Path | None = None
     devkit: str | Path | None = None
     weights: str | Path | None = None  # one variant only
@@ -45,6 +45,8 @@ class EvalOptions:
     output: str | Path | None = None  # .json, .csv or .md, written atomically
     save_predictions: str | Path | None = None  # .jsonl or .csv
     progress: bool = True
+    real_labels: str | Path | None = None  # ReaL's real.json: the val set is also scored as ImageNet-ReaL
+    compare_with: str | Path | None = None  # an earlier run's --save-predictions .jsonl, for paired tests
 
 
 def check(opts: EvalOptions) -> list[S2MLPError]:
@@ -57,10 +59,18 @@ def check(opts: EvalOptions) -> list[S2MLPError]:
         problems.append(
             S2MLPError("a weights file loads into one model: evaluate a single variant", param="weights")
         )
-    root = Path(opts.data).expanduser()
-    if not root.exists():
-        problems.append(S2MLPError(f"{root}: no such file or folder", param="data"))
-    for name in ("labels", "devkit"):
+    specs = data_specs(opts.data)
+    for _, root in specs:
+        if not root.exists():
+            problems.append(S2MLPError(f"{root}: no such file or folder", param="data"))
+    names = [n or str(r) for n, r in specs]
+    if len(set(names)) < len(names):
+        problems.append(
+            S2MLPError("the same set is named twice; give each a NAME=PATH of its own", param="data")
+        )
+    if not specs:
+        problems.append(S2MLPError("name at least one data set", param="data"))
+    for name in ("labels", "devkit", "real_labels", "compare_with"):
         path = getattr(opts, name)
         if path is not None and not Path(path).expanduser().exists():
             problems.append(S2MLPError(f"{path}: no such file or folder", param=name))
@@ -89,6 +99,21 @@ def check(opts: EvalOptions) -> list[S2MLPError]:
         if (problem := sources.precheck(card, opts.weights)) is not None:
             problems.append(problem)
     return problems
+
+
+def data_specs(data: str | Path | Sequence[str | Path]) -> list[tuple[str | None, Path]]:
+    """Each set asked for as (NAME or None, path): `PATH` or `NAME=PATH` (a NAME of letters, digits,
+    - and _; a path that merely holds `=` stays a path when the part before it is not such a name)."""
+    items = [data] if isinstance(data, (str, Path)) else list(data)
+    specs = []
+    for item in items:
+        text = str(item)
+        name, sep, path = text.partition("=")
+        if sep and name and all(c.isalnum() or c in "-_" for c in name) and path:
+            specs.append((name, Path(path).expanduser()))
+        else:
+            specs.append((None, Path(text).expanduser()))
+    return specs
 
 
 def cards_of(names: Sequence[str], problems: list[S2MLPError]) -> list[Card]:

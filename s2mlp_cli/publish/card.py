@@ -95,7 +95,10 @@ def _eval_section(evidence: Evidence) -> list[str]:
         ("loss", lambda r: _cell(r.get("loss"), ".5f")),
         ("images", lambda r: _cell(r.get("images"), ",")),
         ("skipped", lambda r: _cell(r.get("skipped"), "d")),
-        ("set", lambda r: r.get("set") or "-"),
+        (
+            "set",
+            lambda r: " ".join(filter(None, [r.get("set_name"), r.get("set_shape") or r.get("set")])) or "-",
+        ),
         ("device", lambda r: _device(env)),
         ("dtype", lambda r: r.get("dtype") or env.get("dtype") or "-"),
         ("date", lambda r: env.get("date") or "not recorded"),

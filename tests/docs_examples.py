@@ -1,0 +1,198 @@
+"""The examples in README.md and docs/*.md, run as written in a sandbox of generated data.
+
+A ```console block is commands (`$ ...`) each followed by the output it prints. The sandbox holds what
+the examples name: `demo/` (ImageNet-style train/ and val/ class folders of generated images, the val
+files named as ILSVRC2012 names them, `demo/real.json`, and `demo/v2/` in ImageNet-V2's layout), an
+S2MLP_HOME and Hugging Face cache of its own, no network (HF_HUB_OFFLINE=1) and 100 columns. Blocks run
+in document order (README first), so a later example may use what an earlier one made.
+
+An example matches when every line it shows appears in the output, in order, with numbers (which vary
+between machines and runs), runs of spaces and table rules masked. ```python blocks are run as written.
+
+    python tests/docs_examples.py [FILE...]           prints what each example prints now
+    python tests/docs_examples.py --write [FILE...]   and puts that into the examples, for a change on purpose
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w*)\s*$")
+
+
+@dataclass
+class Example:
+    path: Path
+    line: int
+    kind: str  # console or python
+    text: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    def commands(self) -> list[tuple[str, list[str]]]:
+        """(command, the output lines shown for it)."""
+        out: list[tuple[str, list[str]]] = []
+        for line in self.text.splitlines():
+            if line.startswith("$ "):
+                out.append((line[2:], []))
+            elif out:
+                out[-1][1].append(line)
+        return out
+
+
+def examples(paths: list[Path] | None = None) -> list[Example]:
+    found = []
+    for path in paths or DOCS:
+        kind, start, body = None, 0, []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            m = FENCE.match(line)
+            if m and kind is None:
+                kind, start, body = m[1] or "text", n, []
+            elif m and not m[1]:
+                if kind in ("console", "python"):
+                    found.append(Example(path, start, kind, "\n".join(body)))
+                kind = None
+            elif kind is not None:
+                body.append(line)
+    return found
+
+
+def mask(line: str) -> str:
+    line = re.sub(r"\b[0-9a-f]{12,}\b", "#", line)  # hashes: cache entries, commits
+    line = re.sub(r"\d+(?:[.,]\d+)*", "#", line)
+    line = re.sub(r"[─━]+", "─", line)
+    return re.sub(r"\s+", " ", line).strip()
+
+
+def matches(shown: list[str], actual: str) -> str | None:
+    """None when every shown line is in the output in order (masked); else the first one missing."""
+    lines = [mask(a) for a in actual.splitlines()]
+    at = 0
+    for want in (mask(s) for s in shown):
+        if not want:
+            continue
+        while at < len(lines) and lines[at] != want:
+            at += 1
+        if at == len(lines):
+            return want
+        at += 1
+    return None
+
+
+def make_sandbox(root: Path) -> dict[str, str]:
+    """The files the examples name, and the environment they run in."""
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT))
+    from s2mlp_cli.data.labels import synsets
+
+    wnids = list(synsets()[:3])
+    rng = np.random.default_rng(0)
+    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
+    number = 0
+    real = []
+    for split, per_class in (("train", 4), ("val", 2)):
+        for c, wnid in enumerate(wnids):
+            folder = root / "demo" / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = np.clip(np.array(colours[c]) + rng.normal(0, 60, (80, 96, 3)), 0, 255).astype(
+                    "uint8"
+                )
+                if split == "val":
+                    number += 1
+                    name = f"ILSVRC2012_val_{number:08d}.JPEG"
+                    real.append([] if number % 3 == 0 else [synsets().index(wnid)])
+                    v2 = root / "demo" / "v2" / str(synsets().index(wnid))
+                    v2.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(pixels).save(v2 / f"{number}.jpeg", quality=90)
+                else:
+                    name = f"{wnid}_{i}.JPEG"
+                Image.fromarray(pixels).save(folder / name, quality=90)
+    (root / "demo" / "real.json").write_text(json.dumps(real))
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    for name, target in (("s2mlp", f'"{sys.executable}" -m s2mlp_cli'), ("python", f'"{sys.executable}"')):
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\nexec {target} "$@"\n')
+        shim.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "S2MLP_"))}
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(ROOT),
+        S2MLP_HOME=str(root / "home"),
+        HF_HOME=str(root / "hf"),
+        HF_HUB_OFFLINE="1",
+        COLUMNS="100",
+        PYTHONUNBUFFERED="1",
+        PYTHONWARNINGS="ignore",
+    )
+    return env
+
+
+def run_console(example: Example, cwd: Path, env: dict[str, str]) -> list[tuple[str, list[str], str]]:
+    """Each command with what the example shows and what it printed (stdout and stderr, in order)."""
+    done = []
+    for command, shown in example.commands():
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        done.append((command, shown, proc.stdout.replace(str(cwd), ".")))
+    return done
+
+
+def run_python(example: Example, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", example.text], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def main(argv: list[str]) -> None:
+    import tempfile
+
+    write = "--write" in argv
+    paths = [Path(a).resolve() for a in argv if a != "--write"] or None
+    new_text: dict[tuple[Path, int], str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        env = make_sandbox(cwd)
+        for ex in examples(None):  # every block runs, in order: later ones use what earlier ones made
+            if ex.kind == "console":
+                done = run_console(ex, cwd, env)
+                body = "".join(f"$ {c}\n" + "\n".join(ln.rstrip() for ln in a.rstrip().splitlines()) + "\n"
+                               for c, _, a in done)  # fmt: skip
+                new_text[(ex.path, ex.line)] = body
+                if paths is None or ex.path in paths:
+                    print(f"--- {ex.where}\n{body}", end="")
+            elif paths is None or ex.path in paths:
+                proc = run_python(ex, cwd, env)
+                print(f"--- {ex.where} (python): exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    if write:
+        for path in paths or DOCS:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for (p, start), body in sorted(new_text.items(), key=lambda kv: -kv[0][1]):
+                if p != path:
+                    continue
+                end = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
+                lines[start:end] = body.rstrip("\n").splitlines()
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
