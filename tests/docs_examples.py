@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -141,26 +142,77 @@ def make_sandbox(root: Path) -> dict[str, str]:
     return env
 
 
+IN_PROCESS = ("train", "eval", "bench", "list", "info", "pull")
+
+
 def run_console(example: Example, cwd: Path, env: dict[str, str]) -> list[tuple[str, list[str], str]]:
-    """Each command with what the example shows and what it printed (stdout and stderr, in order)."""
+    """Each command with what the example shows and what it printed (stdout and stderr, in order).
+
+    A plain `s2mlp train|eval|bench|list|info|pull ...` runs in this process (what the terminal would show:
+    click's runner interleaves stdout and stderr), which spares each one the seconds of importing torch;
+    anything else (pipes, environment prefixes, other commands) runs in bash as written."""
     done = []
     for command, shown in example.commands():
-        proc = subprocess.run(
-            ["bash", "-c", command],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        words = shlex.split(command)
+        plain = (
+            not set("|&;<>$`") & set(command)
+            and words[:1] == ["s2mlp"]
+            and words[1:2] in ([c] for c in IN_PROCESS)
         )
-        done.append((command, shown, proc.stdout.replace(str(cwd), ".")))
+        if plain:
+            text = _in_process(words[1:], cwd, env)
+        else:
+            proc = subprocess.run(
+                ["bash", "-c", command],
+                cwd=cwd,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            text = proc.stdout
+        done.append((command, shown, text.replace(str(cwd), ".")))
     return done
 
 
+def _in_process(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    from click.testing import CliRunner
+
+    from s2mlp_cli.cli import main as cli
+
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        keep = ("S2MLP_HOME", "HF_HOME", "HF_HUB_OFFLINE", "COLUMNS", "PYTHONWARNINGS")
+        result = CliRunner().invoke(cli, args, env={k: env[k] for k in keep}, prog_name="s2mlp")
+    finally:
+        os.chdir(here)
+    return result.output
+
+
 def run_python(example: Example, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", example.text], cwd=cwd, env=env, capture_output=True, text=True
-    )
+    """The snippet run as written, in this process (torch is imported once for all of them), in the
+    sandbox's folder and environment; its output and any traceback captured."""
+    import contextlib
+    import io
+    import traceback
+
+    out, err = io.StringIO(), io.StringIO()
+    here, saved = Path.cwd(), dict(os.environ)
+    os.chdir(cwd)
+    os.environ.update({k: env[k] for k in ("S2MLP_HOME", "HF_HOME", "HF_HUB_OFFLINE", "COLUMNS")})
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            exec(compile(example.text, example.where, "exec"), {"__name__": "__main__"})
+    except Exception:
+        code = 1
+        err.write(traceback.format_exc())
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess([example.where], code, out.getvalue(), err.getvalue())
 
 
 def main(argv: list[str]) -> None:

@@ -362,4 +362,7 @@ def test_busy_machine_and_wide_spread_are_warned() -> None:
     text = " | ".join(warnings(env, [row, quiet]))
     assert "busy before the run (load average 3.5 on 2 cores)" in text and "7.5% of CPU time" in text
     assert "m at batch 8: wide spread" in text and "q at batch" not in text
+    own = replace(row, model="r", reference="r", throughput_ratio_range=[1.0, 1.0])  # the reference itself
+    (said,) = [w for w in warnings({}, [own]) if w.startswith("r at batch")]
+    assert "IQR 7.0–12.0 images/s)" in said and "× ref" not in said
     assert warnings({"load_before": [0.1, 0.1, 0.1], "cpu_count": 2}, [quiet]) == []

@@ -66,9 +66,10 @@ def same_weights(a: Path, b: Path) -> bool:
 
 def options(data: Path, output: Path, **kw) -> TrainOptions:
     overrides = ["epochs=3", "batch_size=12", "lr=0.01", "warmup_epochs=1", *kw.pop("overrides", [])]
+    kw.setdefault("device", "cpu")
     return TrainOptions(
         variant="s2mlpv2_tiny", data=data, output=output, num_classes=3, workers=0, progress=False,
-        device="cpu", overrides=overrides, **kw,
+        overrides=overrides, **kw,
     )  # fmt: skip
 
 
@@ -283,7 +284,7 @@ def _train_process(data: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_sigterm_saves_a_state_that_resumes_exactly(colours: Path, tmp_path: Path) -> None:
-    whole = _train_process(colours, tmp_path / "whole")
+    whole = _train_process(colours, tmp_path / "whole")  # a process too: the same threads, the same sums
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
     cut = _train_process(colours, tmp_path / "cut")
     log = tmp_path / "cut" / "log.jsonl"
@@ -307,9 +308,8 @@ def test_two_processes_under_torchrun_match_one(colours: Path, tmp_path: Path) -
     drop-path masks are drawn per process, so they are off for the comparison)."""
     plain = ["--set", "mixup=0", "--set", "cutmix=0", "--set", "drop_path=0", "--set", "epochs=2"]
     args = ["train", "--variant", "tiny", "--data", str(colours), "--num-classes", "3", *QUICK, *plain, *CPU]
-    one = subprocess.run([sys.executable, "-m", "s2mlp_cli", *args, "--output", str(tmp_path / "one")],
-                         capture_output=True, text=True)  # fmt: skip
-    assert one.returncode == 0, one.stderr
+    code, _, stderr = run(*args, "--output", str(tmp_path / "one"))  # one process: this one
+    assert code == 0, stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run([*torchrun, "-m", "s2mlp_cli", *args, "--output", str(tmp_path / "two")],
@@ -322,3 +322,21 @@ def test_two_processes_under_torchrun_match_one(colours: Path, tmp_path: Path) -
     assert [r["train_loss"] for r in log_of(tmp_path / "one")] == pytest.approx(
         [r["train_loss"] for r in log_of(tmp_path / "two")], abs=1e-5
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp, compiled", [("bf16", True), ("fp16", False), ("none", False)])
+def test_trains_on_the_gpu(colours: Path, tmp_path: Path, amp: str, compiled: bool) -> None:
+    """bf16 autocast with channels-last and torch.compile; fp16 with its GradScaler; plain fp32."""
+    out = tmp_path / amp
+    doc = train(options(colours, out, overrides=["epochs=2", "warmup_epochs=0"], device="cuda", amp=amp,
+                        channels_last=True, compile=compiled))  # fmt: skip
+    (row,) = doc["results"]
+    assert row["best_top1"] is not None and doc["env"]["device"] == "cuda"
+    log = log_of(out)
+    assert all(r["train_loss"] == r["train_loss"] for r in log)  # finite, no NaN
+    if amp == "fp16":
+        import torch
+
+        state = torch.load(out / "state.pt", weights_only=True)
+        assert state["scaler"] and state["scaler"]["scale"] > 0
