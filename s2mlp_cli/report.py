@@ -224,6 +224,9 @@ _TERSE_CELLS = {
 # --- terminal tables ------------------------------------------------------------------------------------
 
 
+WRAP_WIDTH = 40  # a folding column (a path, a note) is given at least this much before others are left out
+
+
 class FitTable:
     """A table that fits the width it is printed at, with no cell cut: columns are left out from the
     right (never the `keep` ones, the first always kept) until it fits, and a line names them (`--json`
@@ -265,7 +268,7 @@ class FitTable:
         need = [
             max([cell_len(h)] + [cell_len(c[i]) for c in self.cells])
             if h not in self.wrap
-            else min(24, max([cell_len(h)] + [cell_len(c[i]) for c in self.cells]))
+            else min(WRAP_WIDTH, max([cell_len(h)] + [cell_len(c[i]) for c in self.cells]))
             for i, (h, _) in enumerate(self.columns)
         ]
         shown = list(range(len(self.columns)))

@@ -11,6 +11,7 @@ between machines and runs), runs of spaces and table rules masked. ```python blo
 
     python tests/docs_examples.py [FILE...]           prints what each example prints now
     python tests/docs_examples.py --write [FILE...]   and puts that into the examples, for a change on purpose
+                                                      (whole outputs: trim what the page need not show)
 """
 
 from __future__ import annotations
