@@ -6,7 +6,6 @@ Each test here failed on the code before the fix it names.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import pickle
@@ -17,7 +16,6 @@ import pytest
 import torch
 from fakehub import FakeHub
 from helpers import Runner, one_line_error, run, run_eval, tiny_weights
-from PIL import Image
 from safetensors.torch import save, save_file
 
 from s2mlp_cli.cli import main
@@ -191,9 +189,21 @@ def test_unpublished_cards_name_no_repository() -> None:
 
 
 def _png(width: int, height: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("L", (width, height)).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    """A PNG whose header says width x height (8-bit gray) and whose pixel data is empty: all a decoder
+    that trusts headers needs to be asked for gigapixels, at no cost to make."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("size", [(200_000, 1), (1, 200_000), (40_000, 40_000)])
