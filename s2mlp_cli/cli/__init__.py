@@ -18,7 +18,6 @@ import click
 
 from s2mlp_cli import __version__
 from s2mlp_cli.cli._errors import to_click
-from s2mlp_cli.console import fit_width
 from s2mlp_cli.errors import Interrupted, S2MLPError
 
 # name -> "module:attribute", in the order `--help` lists them
@@ -78,6 +77,8 @@ class LazyGroup(click.Group):
         for stream in (sys.stdout, sys.stderr):  # a name no encoding can print is escaped, not fatal
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(errors="backslashreplace")
+        from s2mlp_cli.console import fit_width  # here, not at import: `s2mlp --help` loads no rich
+
         fit_width()
         try:
             with _signals_unwind():
