@@ -144,6 +144,9 @@ def make_sandbox(root: Path) -> dict[str, str]:
 
 
 IN_PROCESS = ("train", "eval", "bench", "list", "info", "pull")
+# No HF_* variable in this process: huggingface_hub reads them once, when it is first imported, and an
+# example run first would fix them for every test after it (none of these commands reaches the Hub).
+IN_PROCESS_ENV = ("S2MLP_HOME", "COLUMNS", "PYTHONWARNINGS")
 
 
 def run_console(example: Example, cwd: Path, env: dict[str, str]) -> list[tuple[str, list[str], str]]:
@@ -184,8 +187,7 @@ def _in_process(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     here = Path.cwd()
     os.chdir(cwd)
     try:
-        keep = ("S2MLP_HOME", "HF_HOME", "HF_HUB_OFFLINE", "COLUMNS", "PYTHONWARNINGS")
-        result = CliRunner().invoke(cli, args, env={k: env[k] for k in keep}, prog_name="s2mlp")
+        result = CliRunner().invoke(cli, args, env={k: env[k] for k in IN_PROCESS_ENV}, prog_name="s2mlp")
     finally:
         os.chdir(here)
     return result.output
@@ -201,7 +203,7 @@ def run_python(example: Example, cwd: Path, env: dict[str, str]) -> subprocess.C
     out, err = io.StringIO(), io.StringIO()
     here, saved = Path.cwd(), dict(os.environ)
     os.chdir(cwd)
-    os.environ.update({k: env[k] for k in ("S2MLP_HOME", "HF_HOME", "HF_HUB_OFFLINE", "COLUMNS")})
+    os.environ.update({k: env[k] for k in IN_PROCESS_ENV})
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -32,6 +32,7 @@ from s2mlp_cli.bench.measurement import Row, Spec, summarize
 from s2mlp_cli.bench.plot import draw_plot
 from s2mlp_cli.bench.request import BenchOptions, Plan, make_plan
 from s2mlp_cli.bench.worker import PARENT_ENV
+from s2mlp_cli.console import duration
 from s2mlp_cli.zoo import get_card
 
 
@@ -161,7 +162,7 @@ class _Clock:
     def round_done(self, batch: int, k: int, seconds: float) -> None:
         self.rounds.append(seconds)
         left = self.left_s(0, self.plan.rounds - k)
-        tail = f"; about {_duration(left)} left" if left is not None else ""
+        tail = f"; about {duration(left)} left" if left is not None else ""
         self.says(f"batch {batch}: round {k}/{self.plan.rounds} timed in {seconds:.1f} s{tail}")
 
     def finish(self) -> None:
@@ -169,15 +170,9 @@ class _Clock:
         first = self.plan.estimate_s
         if first and took > 1.5 * first:
             self.says(
-                f"took {_duration(took)}, {took / first:.1f}x the first estimate (~{_duration(first)}): "
+                f"took {duration(took)}, {took / first:.1f}x the first estimate (~{duration(first)}): "
                 "the machine was slower than its probe said (see the load in the conditions)"
             )
-
-
-def _duration(s: float) -> str:
-    from s2mlp_cli.console import duration
-
-    return duration(s)
 
 
 class _RoundsInterrupted(KeyboardInterrupt):

@@ -53,7 +53,12 @@ STEPS = {
     "resume": "continue it with --resume (the same command), or name a new --output",
     "num_classes": "pass --num-classes N to train on other class folders",
     "install_plot": "pip install matplotlib (from a checkout: pip install '.[plot]')",
-    "other_classes": "s2mlp eval scores ImageNet-1k's 1000 classes; evaluate a model trained on all of them",
+}
+# next steps that only some commands can word; elsewhere the library's advice stands
+COMMAND_STEPS = {
+    ("other_classes", "eval"): (
+        "s2mlp eval scores ImageNet-1k's 1000 classes; evaluate a model trained on all of them"
+    ),
 }
 
 
@@ -61,8 +66,8 @@ def say(e: S2MLPError, command: str | None) -> str:
     """One problem in the command line's words: its flag first, then what went wrong, then the command
     that is the next step."""
     text = f"{FLAGS.get(e.param, e.param)}: {e.message}" if e.param else e.message
-    if e.next_step == "other_classes" and command != "eval":  # outside eval, Python's way is the way
-        return f"{text}; {e.advice}" if e.advice else text
+    if (step := COMMAND_STEPS.get((e.next_step, command))) is not None:
+        return f"{text}; {step}"
     if e.next_step in STEPS:
         weights = ", or --weights FILE" if command in ("eval", "bench") else ""
         given = e.step_args  # e.g. the Hub file the caller named, as pull's flags

@@ -93,18 +93,20 @@ def run(opts: EvalOptions) -> dict[str, Any]:
         for part in parts:
             rows, preds, ranked = evaluate(part, entries, loop, progress=opts.progress and shard.rank == 0)
             name = label if part.part is None else f"{label}/{part.part[0]}/{part.part[1]}"
-            results += _score(part, name, rows, ranked, device, batch_size, opts.amp)
+            hits = {m: sets_.hits(part, r) for m, r in ranked.items()}  # per model: top-1, top-5 right
+            real = {m: sets_.real_hits(part, r) for m, r in ranked.items()} if part.real is not None else {}
+            results += _score(part, name, rows, hits, real, device, batch_size, opts.amp)
             for model, p in preds.items():
                 predictions.setdefault(model, []).extend({**r, "set": name} for r in p)
             if part.part is None:
                 idx = next(iter(ranked.values()))[0]
                 keys = [part.samples[i].key for i in idx]
-                correct = {m: sets_.hits(part, r)[0] for m, r in ranked.items()}
+                correct = {m: h[0] for m, h in hits.items()}
                 comparisons += sets_.compare(name, keys, correct, saved.get(name, {}))
-                if part.real is not None:
-                    real = {m: _real_hits(part, r) for m, r in ranked.items()}
-                    kept = [keys[k] for k, i in enumerate(idx) if part.real[i]]
-                    comparisons += sets_.compare("real", kept, real, saved.get("real", {}))
+                if real:
+                    kept = [keys[k] for k in next(iter(real.values()))[0]]
+                    real_correct = {m: r[1] for m, r in real.items()}
+                    comparisons += sets_.compare("real", kept, real_correct, saved.get("real", {}))
     if all(r["images"] == 0 for r in results):
         raise S2MLPError("none of the images could be read (see the warnings)")
     for r in results:
@@ -148,7 +150,7 @@ def _find_sets(opts: EvalOptions) -> list[tuple[str, list]]:
 
 
 def _score(
-    part: Any, name: str, rows: list[dict], ranked: dict, device: str, batch: int, amp: str
+    part: Any, name: str, rows: list[dict], hits: dict, real: dict, device: str, batch: int, amp: str
 ) -> list[dict]:
     """The pass's rows named by set, with intervals; the val pass also scored with ReaL labels."""
     from s2mlp_cli.data.testsets import SETS
@@ -164,19 +166,12 @@ def _score(
             r.update(paper_top1=None, delta_top1=None)
         if part.valid is not None:
             r["classes"] = len(part.valid)
-        top1, top5 = sets_.hits(part, ranked[r["model"]])
+        top1, top5 = hits[r["model"]]
         sets_.with_intervals(r, top1, top5)
         out.append(r)
-        if part.real is not None:
-            out.append(sets_.real_row(r, part, ranked[r["model"]]))
+        if r["model"] in real:
+            out.append(sets_.real_row(r, len(top1), real[r["model"]]))
     return out
-
-
-def _real_hits(part: Any, ranked: tuple) -> Any:
-    import numpy as np
-
-    idx, top = ranked
-    return np.array([int(top[k, 0]) in part.real[i] for k, i in enumerate(idx) if part.real[i]], dtype=bool)
 
 
 def _write(opts: EvalOptions, doc: dict[str, Any], predictions: dict[str, list[dict]]) -> None:

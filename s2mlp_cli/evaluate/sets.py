@@ -55,15 +55,22 @@ def with_intervals(row: dict[str, Any], top1: Any, top5: Any) -> None:
     row["paper_in_ci95"] = contains(row["top1_ci95"], row.get("paper_top1"))
 
 
-def real_row(row: dict[str, Any], ds: Dataset, ranked: tuple[Any, Any]) -> dict[str, Any]:
-    """The val pass scored with ReaL labels: right when a top-k class is in the image's list; images
-    with an empty list are left out (and counted)."""
+def real_hits(ds: Dataset, ranked: tuple[Any, Any]) -> tuple[list[int], Any, Any]:
+    """Per image read that has ReaL labels (their positions in `ranked`): top-1 right, top-5 right,
+    where right means a class in the image's list. Images with an empty list are not among them."""
     import numpy as np
 
     idx, top = ranked
     keep = [k for k, i in enumerate(idx) if ds.real[i]]
     one = np.array([int(top[k, 0]) in ds.real[idx[k]] for k in keep], dtype=bool)
     five = np.array([bool(set(top[k].tolist()) & set(ds.real[idx[k]])) for k in keep], dtype=bool)
+    return keep, one, five
+
+
+def real_row(row: dict[str, Any], read: int, real: tuple[list[int], Any, Any]) -> dict[str, Any]:
+    """The val row scored with ReaL labels (`real_hits`); of the `read` images, those with an empty
+    list are left out (and counted)."""
+    keep, one, five = real
     n = len(keep)
     out = {
         **row,
@@ -73,7 +80,7 @@ def real_row(row: dict[str, Any], ds: Dataset, ranked: tuple[Any, Any]) -> dict[
         "top5": round(100 * five.sum() / n, 3) if n else None,
         "loss": None,
         "images": n,
-        "left_out": len(idx) - n,
+        "left_out": read - n,
         "paper_top1": None,
         "delta_top1": None,
     }
