@@ -6,7 +6,7 @@ The layers, each importing only those below it (a test enforces it):
     errors, families, files, console, report     facts and plumbing, no torch
     zoo, runtime                                  the cards; where and how models run
     arch/, weights, stats, sources/, data/, cache the nets; reading checkpoints; verified weight files;
-                                                  images in, uint8 crops out
+    distributed                                   images in, uint8 crops out; torchrun's process group
     api                                           a file read into a model; create_model
     models/                                       timm's face: registration on top of api
     evaluate/, bench/, publish/, pull             the jobs, each a library call returning a document

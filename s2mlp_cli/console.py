@@ -37,9 +37,14 @@ _speaks = {"info": True}
 
 
 def speak(enabled: bool) -> None:
-    """Whether `info` and progress print: under torchrun only the first process says what it does
-    (warnings still come from every process)."""
+    """Whether this process prints `info`, progress and results: under torchrun only the first process
+    speaks (`s2mlp_cli.distributed.start` sets it; warnings still come from every process)."""
     _speaks["info"] = enabled
+
+
+def speaking() -> bool:
+    """Whether this process prints results (false on every torchrun process but the first)."""
+    return _speaks["info"]
 
 
 def warn(message: str) -> None:

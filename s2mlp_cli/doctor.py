@@ -193,9 +193,18 @@ def _self_check(torch: Any, device: str) -> list[dict[str, Any]]:
     times = timed(call, 20, device)
     wall = time.perf_counter() - start
     ratio = sum(times) / wall if wall > 0 else 0.0
-    agree = 0.8 <= ratio <= 1.02  # the per-call clocks cover the calls, and not more than the wall clock
-    step = "" if agree else "timed calls and the wall clock disagree: timings would not be honest"
-    out.append(
-        _check("timing = wall clock", "ok" if agree else "fail", f"{ratio:.3f} of the wall clock", step)
-    )
+    out.append(_timing_check(ratio))
     return out
+
+
+def _timing_check(ratio: float) -> dict[str, Any]:
+    """The timed calls' share of the wall clock. Over it (beyond rounding) the clock counts time that did
+    not pass: fail. Well under it, the host spends time between calls (a tiny model is host-bound: each
+    call's launch and sync cost more than its work): the timings stay honest per call, so warn."""
+    if ratio > 1.02:
+        step = "timed calls and the wall clock disagree: timings would not be honest"
+        return _check("timing = wall clock", "fail", f"{ratio:.3f} of the wall clock", step)
+    if ratio < 0.8:
+        step = "the host spends time between calls (normal for a tiny model); large models time as they run"
+        return _check("timing = wall clock", "warn", f"{ratio:.3f} of the wall clock", step)
+    return _check("timing = wall clock", "ok", f"{ratio:.3f} of the wall clock", "")

@@ -3,6 +3,7 @@ environment block every result carries."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any
 
@@ -11,6 +12,28 @@ from s2mlp_cli.errors import ProblemsError, S2MLPError
 DEVICES = ("auto", "cuda", "cpu")
 AMP = ("none", "bf16", "fp16")  # autocast dtypes
 DECODE = ("cpu", "gpu")  # where eval decodes JPEGs: PIL on the CPU (exact), or nvJPEG on the GPU
+COMPILE_BACKEND_ENV = "S2MLP_COMPILE_BACKEND"
+# torch.compile backends `--compile` may use: inductor (the default, what a user measures), and two that
+# trace the same graphs without generating kernels (for checking the compiled path cheaply on a CPU).
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+
+
+def compile_backend() -> str:
+    """The backend `--compile` uses: `S2MLP_COMPILE_BACKEND`, default inductor; anything else is an error."""
+    backend = os.environ.get(COMPILE_BACKEND_ENV, "") or "inductor"
+    if backend not in COMPILE_BACKENDS:
+        raise S2MLPError(
+            f"{COMPILE_BACKEND_ENV}={backend[:40]!r} is not a backend s2mlp compiles with; "
+            f"use one of {', '.join(COMPILE_BACKENDS)}"
+        )
+    return backend
+
+
+def compiled(model: Any) -> Any:
+    """`torch.compile(model)` with the backend every result names (`compile_backend` in env)."""
+    import torch
+
+    return torch.compile(model, backend=compile_backend())
 
 
 def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
@@ -34,6 +57,8 @@ def environment(device: str, amp: str, tf32: bool) -> dict[str, Any]:
         "dtype": dtype_label(amp),
         "math_mode": math_mode(device, amp, tf32),
     }
+    if os.environ.get(COMPILE_BACKEND_ENV):
+        env["compile_backend"] = compile_backend()
     try:
         import timm
 

@@ -366,3 +366,17 @@ def test_busy_machine_and_wide_spread_are_warned() -> None:
     (said,) = [w for w in warnings({}, [own]) if w.startswith("r at batch")]
     assert "IQR 7.0–12.0 images/s)" in said and "× ref" not in said
     assert warnings({"load_before": [0.1, 0.1, 0.1], "cpu_count": 2}, [quiet]) == []
+
+
+def test_the_gpu_estimate_makes_no_cuda_context_in_the_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent estimates without touching the GPU: its workers are the first to create a context."""
+    from s2mlp_cli.bench import request
+    from s2mlp_cli.bench.request import Plan, Settings
+    from s2mlp_cli.zoo import get_card
+
+    def probe(device: str) -> float:
+        raise AssertionError(f"probed {device}")
+
+    monkeypatch.setattr(request, "_matmul_gmacs", probe)
+    plan = Plan(models=[get_card("small")], batch_sizes=[256], settings=Settings(device="cuda"), rounds=5)
+    assert request._estimate(plan) > 0

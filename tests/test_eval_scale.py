@@ -170,7 +170,9 @@ def test_torchrun_two_processes_report_the_single_process_numbers(setup, val: Pa
     ]  # fmt: skip
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    two = json.loads(done.stdout)  # only the first process prints
+    two = json.loads(done.stdout)  # only the first process prints, and every process leaves its group
+    said = [ln for ln in done.stderr.splitlines() if ln.startswith(("data:", "layout:", "set:"))]
+    assert len(said) == 3 and "destroy_process_group" not in done.stderr, done.stderr[-3000:]
     assert json.loads(out.read_text())["results"] == two["results"]
     assert two["env"]["processes"] == 2 and two["env"]["cache"] == "off under torchrun"
     a, b = single["results"][0], two["results"][0]

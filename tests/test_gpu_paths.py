@@ -133,20 +133,30 @@ def test_gpu_decode_batches_the_jpegs_and_sends_only_the_others_to_the_cpu_path(
     """`decode_on_gpu` on the CPU (torchvision decodes there the same way): the JPEGs are decoded in one
     call and resized one group per size, equal to resizing each alone; the PNG, the CMYK JPEG and a
     truncated file take the exact CPU path one by one, without dragging the rest of the batch with them."""
+    import warnings
+
     import fakeimagenet as fi
-    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.io import ImageReadMode
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
     from s2mlp_cli.data import collate_raw, decode, decode_on_gpu, eval_transform
+    from s2mlp_cli.data.images import gpu_decoder
     from s2mlp_cli.zoo import Preprocess
+
+    decode_jpeg = gpu_decoder()
 
     prep = Preprocess(56, 0.875, "bicubic", (0.5,) * 3, (0.5,) * 3)
     raws = [data for _, data in items] + [fi.truncated(items[0][1])]
     batch = collate_raw(
         [(torch.frombuffer(bytearray(r), dtype=torch.uint8), 0, k, "") for k, r in enumerate(raws)]
     )
-    ((crops, _, _, errors),) = list(decode_on_gpu([batch], prep, device="cpu"))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        ((crops, _, _, errors),) = list(decode_on_gpu([batch], prep, device="cpu"))
+    assert not [
+        w for w in said if issubclass(w.category, DeprecationWarning)
+    ]  # torchvision's, said once in docs
     assert crops.shape == (len(raws), 3, 56, 56) and crops.dtype == torch.uint8
     exact = eval_transform(prep)
     for k, raw in enumerate(raws):

@@ -44,6 +44,7 @@ LAYERS = {
     "arch": 3,
     "sources": 3,
     "data": 3,
+    "distributed": 3,
     "cache": 4,
     "api": 5,
     "models": 6,

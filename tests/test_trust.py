@@ -362,8 +362,8 @@ def rank(r, port, values):
     os.environ.update(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), S2MLP_DIST_TIMEOUT="3")
     from s2mlp_cli.errors import S2MLPError
-    from s2mlp_cli.evaluate import Shard
-    shard = Shard.from_env("cpu")
+    from s2mlp_cli import distributed
+    shard = distributed.start("cpu")
     if values[r] == "STOP":  # a process that stops answering: the others must not wait in silence
         time.sleep(6)
         os._exit(0)
@@ -409,14 +409,14 @@ def test_processes_that_see_different_data_stop_before_any_work(tmp_path: Path, 
 def test_more_processes_than_gpus_is_one_line_before_any_work(monkeypatch) -> None:
     import torch
 
+    from s2mlp_cli import distributed
     from s2mlp_cli.errors import S2MLPError
-    from s2mlp_cli.evaluate import Shard
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(S2MLPError, match="2 processes on this machine but 1 GPU"):
-        Shard.from_env("cuda")
+        distributed.start("cuda")
     assert not torch.distributed.is_initialized()
 
 

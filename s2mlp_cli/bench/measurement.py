@@ -318,7 +318,9 @@ def _place(model, s: Settings):
     model = model.to(s.device)
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if s.compile else model
+    from s2mlp_cli.runtime import compiled
+
+    return compiled(model) if s.compile else model
 
 
 def make_input(s: Settings, batch: int, img_size: int):

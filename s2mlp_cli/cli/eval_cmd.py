@@ -112,13 +112,12 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
     if problems := check(opts):  # before torch is imported: every problem at once
         raise to_click(ProblemsError(problems), "eval")
 
-    import os
-
+    from s2mlp_cli.console import speaking
     from s2mlp_cli.evalreport import eval_tables
     from s2mlp_cli.evaluate import run
 
     doc = run(opts)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process speaks for all
+    if not speaking():  # under torchrun, the first process speaks for all
         return
     show(doc, as_json, eval_tables)
     failed = [f"{r['model']}: {r['detail']}" for r in doc["results"] if r.get("status") == "error"]

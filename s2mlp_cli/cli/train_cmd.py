@@ -80,15 +80,13 @@ def train_command(
     if problems:
         raise to_click(ProblemsError(problems), "train")
 
-    import os
-
     from s2mlp_cli.cli._options import show
-    from s2mlp_cli.console import info
+    from s2mlp_cli.console import info, speaking
     from s2mlp_cli.report import train_tables
     from s2mlp_cli.train.loop import run
 
     doc = run(opts, planned=planned)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not speaking():  # under torchrun, the first process speaks for all
         return
     show(doc, as_json, train_tables)
     if not as_json and doc.get("next"):

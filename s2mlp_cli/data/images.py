@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from s2mlp_cli.data.samples import Sample
+from s2mlp_cli.errors import DataError
 from s2mlp_cli.zoo import Preprocess
 
 # The decoders a dataset file may reach (PIL sniffs content, so a .JPEG name proves nothing): never EPS
@@ -115,6 +116,33 @@ def collate_raw(items: list) -> tuple:
     return list(data), torch.tensor(labels), torch.tensor(idx), list(errors)
 
 
+# torchvision 0.29 deprecates its image decoders in favour of TorchCodec's and will remove them; until
+# then nvJPEG through torchvision is what `--decode gpu` uses and has tested (the extra `s2mlp[gpu-decode]`
+# pins torchvision below 0.31). Its warning, said on every call, is said once by `gpu_decoder` instead.
+_TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+
+def gpu_decoder():
+    """torchvision's `decode_jpeg` (batched nvJPEG on a CUDA device), its deprecation warning silenced;
+    a DataError when this torchvision no longer has it."""
+    import warnings
+
+    try:
+        from torchvision.io import decode_jpeg as tv_decode_jpeg
+    except ImportError as e:
+        raise DataError(
+            "--decode gpu needs torchvision's nvJPEG decoder, which this torchvision no longer has: "
+            "pip install 's2mlp[gpu-decode]' (torchvision < 0.31), or use --decode cpu"
+        ) from e
+
+    def decode(data, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TV_DEPRECATION, category=DeprecationWarning)
+            return tv_decode_jpeg(data, **kwargs)
+
+    return decode
+
+
 def decode_on_gpu(batches, prep: Preprocess, device: str = "cuda"):
     """Raw-byte batches -> uint8 crops on the GPU: torchvision's batched nvJPEG decode of the batch's JPEGs,
     then the eval geometry with an antialiased resize, one resize per group of images of the same size.
@@ -122,7 +150,7 @@ def decode_on_gpu(batches, prep: Preprocess, device: str = "cuda"):
     JPEGs nvJPEG refuses (CMYK, truncated) take the exact CPU path one by one; the rest of the batch does
     not. `device` is "cuda" (the CPU in tests, where torchvision decodes the same way)."""
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.io import ImageReadMode
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
@@ -131,6 +159,7 @@ def decode_on_gpu(batches, prep: Preprocess, device: str = "cuda"):
     )
     transform = eval_transform(prep)
     size = prep.input_size
+    decode_jpeg = gpu_decoder()
     for data, labels, idx, errors in batches:
         decoded: dict[int, Any] = {}
         jpegs = [k for k, raw in enumerate(data) if bytes(raw[:3].tolist()) == b"\xff\xd8\xff"]

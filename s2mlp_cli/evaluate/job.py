@@ -8,14 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from s2mlp_cli import report
+from s2mlp_cli import distributed, report
 from s2mlp_cli.console import info, warn
 from s2mlp_cli.errors import ProblemsError, S2MLPError
 from s2mlp_cli.evaluate import sets as sets_
 from s2mlp_cli.evaluate.feed import Options
 from s2mlp_cli.evaluate.loop import Entry, evaluate
 from s2mlp_cli.evaluate.request import EvalOptions, cards_of, check, data_specs, preprocess
-from s2mlp_cli.evaluate.shard import Shard
 
 CHANCE_TOP1 = 0.1  # percent, 1000 classes
 
@@ -25,18 +24,24 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     `check` finds anything, S2MLPError for what only shows later (unreadable data, weights that fail)."""
     if problems := check(opts):
         raise ProblemsError(problems)
-    import torch
-
-    from s2mlp_cli import api, arch
-    from s2mlp_cli.runtime import device_for, environment, set_math_mode
+    from s2mlp_cli.runtime import device_for, set_math_mode
 
     device = device_for(opts.device, opts.amp)
     if opts.decode == "gpu" and device != "cuda":
         raise S2MLPError("GPU decoding needs a CUDA device, and none is available here", param="decode")
     set_math_mode(device, opts.tf32)
-    shard = Shard.from_env(device)  # torchrun: one process per GPU (or CPU share), each a slice of the set
-    if shard.world > 1 and device == "cuda":
-        torch.cuda.set_device(shard.local_rank)
+    shard = distributed.start(device)  # torchrun: one process per GPU (or CPU share), each a slice
+    try:
+        return _run(opts, device, shard)
+    finally:
+        distributed.teardown()
+
+
+def _run(opts: EvalOptions, device: str, shard: distributed.Shard) -> dict[str, Any]:
+    import torch
+
+    from s2mlp_cli import api, arch
+    from s2mlp_cli.runtime import compiled, environment
 
     sets = _find_sets(opts)
     if shard.world > 1:  # before any work: every process must see the same images and labels
@@ -65,7 +70,7 @@ def run(opts: EvalOptions) -> dict[str, Any]:
         if opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if opts.compile:
-            model = torch.compile(model)
+            model = compiled(model)
         top1 = card.paper.get("top1")
         entries.append(Entry(card.name, model, prep, pulled.source, top1, pulled.origin, pulled.sha256))
 
@@ -91,7 +96,7 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     results, predictions, comparisons = [], {}, []
     for label, parts in sets:
         for part in parts:
-            rows, preds, ranked = evaluate(part, entries, loop, progress=opts.progress and shard.rank == 0)
+            rows, preds, ranked = evaluate(part, entries, loop, progress=opts.progress)
             name = label if part.part is None else f"{label}/{part.part[0]}/{part.part[1]}"
             hits = {m: sets_.hits(part, r) for m, r in ranked.items()}  # per model: top-1, top-5 right
             real = {m: sets_.real_hits(part, r) for m, r in ranked.items()} if part.real is not None else {}

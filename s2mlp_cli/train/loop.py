@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from s2mlp_cli import report
-from s2mlp_cli.console import Bar, info, speak
+from s2mlp_cli import distributed, report
+from s2mlp_cli.console import Bar, info
+from s2mlp_cli.distributed import Shard
 from s2mlp_cli.errors import Interrupted, ProblemsError, S2MLPError
 from s2mlp_cli.evaluate.feed import Options as EvalLoop
 from s2mlp_cli.evaluate.loop import Entry, evaluate
-from s2mlp_cli.evaluate.shard import Shard
 from s2mlp_cli.train import data
 from s2mlp_cli.train.request import Plan, TrainOptions, plan
 from s2mlp_cli.train.session import Session
@@ -60,16 +60,20 @@ def run(opts: TrainOptions, stop: Stop | None = None, planned: Plan | None = Non
     p, problems = (planned, []) if planned is not None else plan(opts)
     if problems or p is None:
         raise ProblemsError(problems)
-    from s2mlp_cli.runtime import device_for, environment, set_math_mode
+    from s2mlp_cli.runtime import device_for, set_math_mode
 
     device = device_for(opts.device, opts.amp)
     set_math_mode(device, opts.tf32)
-    shard = Shard.from_env(device)
-    speak(shard.rank == 0)  # under torchrun the first process says what happens
-    if shard.world > 1 and device == "cuda":
-        import torch
+    shard = distributed.start(device)  # under torchrun the first process says what happens
+    try:
+        return _train(p, opts, device, shard, stop)
+    finally:
+        distributed.teardown()
 
-        torch.cuda.set_device(shard.local_rank)
+
+def _train(p: Plan, opts: TrainOptions, device: str, shard: Shard, stop: Stop | None) -> dict[str, Any]:
+    from s2mlp_cli.runtime import environment
+
     if shard.world > 1:
         from s2mlp_cli.data.samples import fingerprint
 
@@ -129,7 +133,7 @@ def _epoch(
         total=steps * r.batch_size,
         initial=session.step * r.batch_size,
         unit="img",
-        enabled=opts.progress and shard.rank == 0,
+        enabled=opts.progress,
     )
     start = time.perf_counter()
     done = 0
@@ -199,6 +203,6 @@ def _validate(
         cache=True,
         shard=shard,
     )
-    results, _, _ = evaluate(p.val, entries, loop, progress=opts.progress and shard.rank == 0)
+    results, _, _ = evaluate(p.val, entries, loop, progress=opts.progress)
     session.bare.train()
     return {r["model"]: {k: r[k] for k in ("top1", "top5", "loss", "images")} for r in results}

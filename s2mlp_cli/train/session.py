@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.console import duration, info
+from s2mlp_cli.distributed import Shard
 from s2mlp_cli.errors import S2MLPError
-from s2mlp_cli.evaluate.shard import Shard
 from s2mlp_cli.files import file_sha256, flock, write_text_atomic
+from s2mlp_cli.runtime import compiled
 from s2mlp_cli.train import data, state
 from s2mlp_cli.train.request import Plan, TrainOptions
 
@@ -89,7 +90,7 @@ class Session:
             self.net = DistributedDataParallel(
                 model, device_ids=[shard.local_rank] if device == "cuda" else None
             )
-        self.forward = torch.compile(self.net) if opts.compile else self.net
+        self.forward = compiled(self.net) if opts.compile else self.net
 
     # --- opening: a fresh run or a resumed one, in a folder we own, one run at a time ----------------
 
