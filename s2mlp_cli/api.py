@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from s2mlp_cli import arch, sources
+from s2mlp_cli.classes import of_file
 from s2mlp_cli.errors import WeightsError
 from s2mlp_cli.sources.store import check_import_source, commit_import
-from s2mlp_cli.weights import HEAD, fit_state_dict, read_state_dict
+from s2mlp_cli.weights import HEAD, fit_state_dict, read_state_dict, save_safetensors
 from s2mlp_cli.zoo import Card, cards, get_card
 
 
@@ -99,10 +100,14 @@ def suggest_variants(state_dict: dict[str, torch.Tensor], exclude: str | None = 
     return fits
 
 
-def check_fits(card: Card, path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """The file's state dict, fitted to the variant strictly (keys and shapes). The variant is built on
-    the meta device, so the check costs no memory beyond the file's tensors."""
-    return fit(arch.create(card, device="meta"), read_state_dict(path), what)
+def check_fits(
+    card: Card, path: str | Path, what: str, num_classes: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The file's state dict, fitted to the variant strictly (keys and shapes); `num_classes` for weights
+    trained on other classes than the card's. The variant is built on the meta device, so the check costs
+    no memory beyond the file's tensors."""
+    head = {} if num_classes is None else {"num_classes": num_classes}
+    return fit(arch.create(card, device="meta", **head), read_state_dict(path), what)
 
 
 def load_pretrained(
@@ -134,7 +139,8 @@ def pull(
     """A variant's verified weights, checked to fit it strictly; a Hub source the caller named is
     remembered as the variant's source from then on (what `s2mlp pull` does)."""
     pulled = sources.resolve(card, weights, repo, revision, filename, refresh=refresh, progress=progress)
-    check_fits(card, pulled.path, pulled.source)
+    own = of_file(pulled.path)  # weights of a run's own classes fit the variant with their own head
+    check_fits(card, pulled.path, pulled.source, None if own is None else len(own))
     if weights is None and pulled.origin == "given":
         sources.remember(card, sources.hub_source(card, repo, revision, filename))
     return replace(pulled, verified="strict load") if weights is not None else pulled
@@ -146,18 +152,15 @@ def import_file(card: Card, source: str | Path, sha256: str | None = None) -> so
     The file is read safely (`weights.read_state_dict`), must hash to `sha256` (or the card's pin for a
     variant without a Hub repo) when one is given, and must load strictly into the variant.
     """
-    from safetensors.torch import save_file
-
     source = Path(source).expanduser()
     source_sha, against = check_import_source(card, source, sha256)
     state_dict = check_fits(card, source, source.name)
     # own storage for every tensor: safetensors refuses shared or strided ones
     state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    # one metadata key: safetensors writes a map's keys in no fixed order, and the file's hash must not vary
     return commit_import(
         card,
         source,
         source_sha,
         against,
-        lambda path: save_file(state_dict, str(path), metadata={"format": "pt"}),
+        lambda path: save_safetensors(path, state_dict, {"format": "pt"}),
     )

@@ -81,6 +81,24 @@ class PushError(S2MLPError):
     """A push that could not be made; nothing was committed."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the program is so that cleanup runs as it does for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class PartialResult(BaseException):
+    """A job stopped by a signal after finishing part of its work: `doc` holds what finished (marked
+    partial), already written where the request asked (`written`); the command prints it, then exits
+    128 + `signum`."""
+
+    def __init__(self, doc: Any, signum: int, kept: str, written: str = "") -> None:
+        super().__init__(kept)
+        self.doc, self.signum, self.kept, self.written = doc, signum, kept, written
+
+
 class Interrupted(BaseException):
     """A job stopped by a signal (SIGINT, SIGTERM, SIGHUP) after putting its work somewhere safe; `kept`
     says what was kept (e.g. a resumable state). Exits 128 + `signum` from the command line."""

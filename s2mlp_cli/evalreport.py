@@ -27,6 +27,8 @@ def eval_tables(doc: dict[str, Any]) -> list[Any]:
             c if c[0] != "top-1" else ("top-1", _top1_cell(comparisons, results)) for c in EVAL_COLUMNS
         ]
         columns = [c for c in columns if c[0] != "set"]
+        if all(r.get("paper_top1") is None for r in results):  # a run's own classes: no paper to compare
+            columns = [c for c in columns if c[0] not in ("paper", "Δ")]
         parts.append(_table(f"s2mlp eval: {name}{partial}", columns, results))
     elif results:
         parts.append(_sets_table(results, sets, comparisons, partial))

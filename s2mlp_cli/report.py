@@ -291,7 +291,7 @@ class FitTable:
 def _table(
     title: str, columns: Sequence[Column], rows: list[dict], styles: list[str] | None = None
 ) -> FitTable:
-    return FitTable(title, columns, rows, styles, keep=("top-1", "img/s", "model"))
+    return FitTable(title, columns, rows, styles, keep=("top-1", "img/s", "images/s", "model"))
 
 
 TRAIN_COLUMNS: list[Column] = [
@@ -382,15 +382,16 @@ def pull_table(rows: list[dict[str, Any]]) -> FitTable:
         ("MiB", lambda r: f"{r['size'] / 2**20:.1f}" if "size" in r else ""),
         ("verified against", lambda r: r.get("verified", "")),
         ("source", lambda r: r.get("source", "")),
-        ("path / next step", lambda r: r["path"] if "path" in r else r["detail"]),
     ]
+    if any(r.get("detail") for r in rows):  # the paths print whole below the table, not folded in it
+        columns.append(("next step", lambda r: r.get("detail", "")))
     styles = {"pulled": "green", "cached": "green", "failed": "red", "skipped": "dim"}
     return FitTable(
         "s2mlp pull",
         columns,
         rows,
         [styles[r["status"]] for r in rows],
-        keep=("status", "path / next step"),
-        wrap=("source", "path / next step"),
-        align={"status": "left", "verified against": "left", "source": "left", "path / next step": "left"},
+        keep=("status", "next step"),
+        wrap=("source", "next step"),
+        align={"status": "left", "verified against": "left", "source": "left", "next step": "left"},
     )

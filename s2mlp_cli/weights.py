@@ -33,6 +33,8 @@ _LOAD_LOCK = threading.Lock()  # torch's safe_globals is process-wide: one threa
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from training-script layouts and DDP prefixes."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder; name a weights file in it (.safetensors, .pth, .pth.tar)")
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
@@ -43,6 +45,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return _strip_wrappers(dict(load_file(str(path), device="cpu")))
         except (SafetensorError, OSError) as e:
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, or a pickle
+        raise WeightsError(
+            f"{path}: not a weights file (neither safetensors nor a PyTorch checkpoint: it starts with "
+            f"{head!r})"
+        )
     try:
         with _LOAD_LOCK, torch.serialization.safe_globals([argparse.Namespace]):  # a process-wide list
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -187,3 +196,30 @@ def _kind(t: torch.Tensor) -> str:
     if t.is_floating_point():
         return "float"
     return "bool" if t.dtype == torch.bool else "int"
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+
+def save_safetensors(
+    path: str | Path, state_dict: Mapping[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
+    """`state_dict` as a .safetensors file, the same bytes for the same tensors and metadata: safetensors
+    writes its metadata map's keys in no fixed order, so the header is written again with them sorted.
+    The caller makes `path` atomic (`files.atomic_path`)."""
+    import json
+
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    raw = save(tensors, metadata=dict(metadata))
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items()))}
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data that follows starts 8-aligned, as safetensors writes it
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(raw[8 + size :])

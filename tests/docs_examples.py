@@ -1,10 +1,9 @@
 """The examples in README.md and docs/*.md, run as written in a sandbox of generated data.
 
-A ```console block is commands (`$ ...`) each followed by the output it prints. The sandbox holds what
-the examples name: `demo/` (ImageNet-style train/ and val/ class folders of generated images, the val
-files named as ILSVRC2012 names them, `demo/real.json`, and `demo/v2/` in ImageNet-V2's layout), an
-S2MLP_HOME and Hugging Face cache of its own, no network (HF_HUB_OFFLINE=1) and 100 columns. Blocks run
-in document order (README first), so a later example may use what an earlier one made.
+A ```console block is commands (`$ ...`) each followed by the output it prints. The sandbox is an empty
+folder with an S2MLP_HOME and Hugging Face cache of its own, no network (HF_HUB_OFFLINE=1) and 100
+columns: what the examples use they make with the commands they show (`s2mlp demo demo` first). Blocks
+run in document order (README first), so a later example may use what an earlier one made.
 
 An example matches when every line it shows appears in the output, in order, with numbers (which vary
 between machines and runs), runs of spaces and table rules masked. ```python blocks are run as written.
@@ -16,7 +15,6 @@ between machines and runs), runs of spaces and table rules masked. ```python blo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -92,39 +90,11 @@ def matches(shown: list[str], actual: str) -> str | None:
 
 
 def make_sandbox(root: Path) -> dict[str, str]:
-    """The files the examples name, and the environment they run in."""
-    import numpy as np
-    from PIL import Image
-
-    sys.path.insert(0, str(ROOT))
-    from s2mlp_cli.data.labels import synsets
-
-    wnids = list(synsets()[:3])
-    rng = np.random.default_rng(0)
-    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
-    number = 0
-    real = []
-    for split, per_class in (("train", 4), ("val", 2)):
-        for c, wnid in enumerate(wnids):
-            folder = root / "demo" / split / wnid
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                pixels = np.clip(np.array(colours[c]) + rng.normal(0, 60, (80, 96, 3)), 0, 255).astype(
-                    "uint8"
-                )
-                if split == "val":
-                    number += 1
-                    name = f"ILSVRC2012_val_{number:08d}.JPEG"
-                    real.append([] if number % 3 == 0 else [synsets().index(wnid)])
-                    v2 = root / "demo" / "v2" / str(synsets().index(wnid))
-                    v2.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(pixels).save(v2 / f"{number}.jpeg", quality=90)
-                else:
-                    name = f"{wnid}_{i}.JPEG"
-                Image.fromarray(pixels).save(folder / name, quality=90)
-    (root / "demo" / "real.json").write_text(json.dumps(real))
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
+    """The environment the examples run in: an empty folder (the README's first example makes `demo/`
+    with `s2mlp demo`, as a user would), its own homes and caches, no network."""
+    beside = root.with_name(f"{root.name}-env")  # shims and homes beside the folder, not in it
+    bin_dir = beside / "bin"
+    bin_dir.mkdir(parents=True)
     for name, target in (("s2mlp", f'"{sys.executable}" -m s2mlp_cli'), ("python", f'"{sys.executable}"')):
         shim = bin_dir / name
         shim.write_text(f'#!/bin/sh\nexec {target} "$@"\n')
@@ -133,8 +103,8 @@ def make_sandbox(root: Path) -> dict[str, str]:
     env.update(
         PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
         PYTHONPATH=str(ROOT),
-        S2MLP_HOME=str(root / "home"),
-        HF_HOME=str(root / "hf"),
+        S2MLP_HOME=str(beside / "home"),
+        HF_HOME=str(beside / "hf"),
         HF_HUB_OFFLINE="1",
         COLUMNS="100",
         PYTHONUNBUFFERED="1",
@@ -143,7 +113,7 @@ def make_sandbox(root: Path) -> dict[str, str]:
     return env
 
 
-IN_PROCESS = ("train", "eval", "bench", "list", "info", "pull")
+IN_PROCESS = ("train", "eval", "bench", "list", "info", "pull", "demo")
 # No HF_* variable in this process: huggingface_hub reads them once, when it is first imported, and an
 # example run first would fix them for every test after it (none of these commands reaches the Hub).
 IN_PROCESS_ENV = ("S2MLP_HOME", "COLUMNS", "PYTHONWARNINGS")
@@ -175,7 +145,9 @@ def run_console(example: Example, cwd: Path, env: dict[str, str]) -> list[tuple[
                 stderr=subprocess.STDOUT,
             )
             text = proc.stdout
-        done.append((command, shown, text.replace(str(cwd), ".")))
+        text = text.replace(env["S2MLP_HOME"], "$S2MLP_HOME").replace(env["HF_HOME"], "$HF_HOME")
+        text = text.replace(str(cwd), ".")
+        done.append((command, shown, text))
     return done
 
 

@@ -262,9 +262,33 @@ def test_plot(tmp_path: Path, zoo: Path) -> None:
     finally:
         plt.Axes.errorbar = real_errorbar
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # values as the table rounds them, IQR bars, one legend entry per group, on both panels
-    assert drawn[0] == ([10.0], [[1.0], [1.0]], "S²-MLPv2 (ours)") and drawn[1][2] == "peers"
+    # measured values, IQR bars from the unrounded ends, one legend entry per group, on both panels
+    assert drawn[0][0] == [10.04] and drawn[0][2] == "S²-MLPv2 (ours)" and drawn[1][2] == "peers"
+    assert drawn[0][1][0][0] == pytest.approx(1.04) and drawn[0][1][1][0] == pytest.approx(0.96)
     assert len(drawn) == 4
+
+
+def test_small_spreads_draw_bars_and_read_as_different_numbers() -> None:
+    from s2mlp_cli.bench.compare import span
+    from s2mlp_cli.bench.plot import error_bars
+
+    row = Row("a", throughput=0.30, throughput_iqr=[0.26, 0.35])
+    lo, hi = error_bars([row])
+    assert lo[0] == pytest.approx(0.04) and hi[0] == pytest.approx(0.05)  # rounded to 0.1, both were 0
+    assert span(0.26, 0.35, 1) == "0.26–0.35" and span(7.6, 8.0, 1) == "7.6–8.0"
+    assert span(0.31, 0.31, 1) == "0.3–0.3"  # equal numbers may read equal
+
+
+def test_a_compiled_bench_estimate_includes_compiling() -> None:
+    from s2mlp_cli.bench.request import COMPILE_S, Plan, Settings
+    from s2mlp_cli.zoo import get_card
+
+    models = [get_card("small"), get_card("vip_s7")]
+    plan = Plan(models=models, batch_sizes=[8], settings=Settings(compile=True), rounds=2, estimate_s=20.0,
+                compile_s=(4 * 30.0, 4 * 120.0))  # fmt: skip
+    assert plan.graphs == 4 and COMPILE_S["cpu"] == (30.0, 120.0)
+    said = plan.describe()
+    assert "estimate ~2 min to 8 min (rough; compiling 4 graph(s) at 30-120 s each is most of it)" in said
 
 
 @pytest.mark.gpu

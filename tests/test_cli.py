@@ -38,7 +38,7 @@ def test_list_table_and_json() -> None:
     result = cli("list")
     assert result.exit_code == 0
     assert "s2mlpv2_small" in result.stdout and "25.13" in result.stdout and "not published" in result.stdout
-    rows = json.loads(cli("list", "--json").stdout)
+    rows = json.loads(cli("list", "--json").stdout)["results"]
     small = next(r for r in rows if r["name"] == "s2mlpv2_small")
     assert small == {
         "name": "s2mlpv2_small",
@@ -54,7 +54,7 @@ def test_list_table_and_json() -> None:
 
 
 def test_list_family_filter() -> None:
-    rows = json.loads(cli("list", "--family", "s2mlpv2", "--json").stdout)
+    rows = json.loads(cli("list", "--family", "s2mlpv2", "--json").stdout)["results"]
     assert {r["family"] for r in rows} == {"s2mlpv2"}
     result = cli("list", "--family", "nope")
     assert result.exit_code == 2 and "no cards of family 'nope'" in result.stderr
@@ -131,7 +131,7 @@ def test_installed_entry_point_and_module() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "s2mlp_cli", "list", "--json"], capture_output=True, text=True, check=True
     )
-    assert any(r["name"] == "s2mlpv2_medium" for r in json.loads(done.stdout))
+    assert any(r["name"] == "s2mlpv2_medium" for r in json.loads(done.stdout)["results"])
     done = subprocess.run([str(exe), "info", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
 
@@ -139,7 +139,7 @@ def test_installed_entry_point_and_module() -> None:
 def test_list_shows_every_variant_with_its_counts() -> None:
     from s2mlp_cli.zoo import cards
 
-    rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
+    rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)["results"]}
     assert set(rows) == set(cards())
     for name, card in cards().items():
         assert rows[name]["params_m"] == round(card.params / 1e6, 2) and rows[name]["gmacs"] == card.gmacs

@@ -16,6 +16,7 @@ EXAMPLES = examples()
 def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     cwd = tmp_path_factory.mktemp("docs")
     env = make_sandbox(cwd)
+    assert not list(cwd.iterdir())  # a user's empty folder: the examples make what they use
     done: dict[str, object] = {}
     for ex in EXAMPLES:
         done[ex.where] = run_console(ex, cwd, env) if ex.kind == "console" else run_python(ex, cwd, env)
@@ -33,6 +34,8 @@ def test_the_docs_have_examples_and_the_readme_is_a_guide() -> None:
             if not target.startswith(("http", "#")):
                 assert (path.parent / target).exists(), (path.name, target)
     commands = [c for ex in EXAMPLES if ex.kind == "console" for c, _ in ex.commands()]
+    first = commands.index("s2mlp demo demo")  # the data the examples use, made by the tool before
+    assert not [c for c in commands[:first] if "demo" in c]
     for command in ("s2mlp list", "s2mlp train", "s2mlp eval", "s2mlp bench", "s2mlp pull"):
         assert any(c.startswith(command) for c in commands), command
 

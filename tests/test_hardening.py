@@ -66,7 +66,7 @@ def test_a_snapshot_pointing_outside_the_cache_is_repaired_and_its_target_untouc
     snapshot.symlink_to(victim)  # a cache tampered with, or a blob written outside by an old client
     code, stdout, stderr = run("pull", "hubtiny", "--json")
     assert code == 0, stderr  # treated as absent: fetched again and placed by us
-    assert json.loads(stdout)[0]["cached"] is False and snapshot.resolve().read_bytes() == data
+    assert json.loads(stdout)["results"][0]["cached"] is False and snapshot.resolve().read_bytes() == data
     assert victim.read_bytes() == b"not weights"
     assert snapshot.resolve().is_relative_to(Path(os.environ["HF_HOME"]).resolve())
 

@@ -33,6 +33,7 @@ LAYERS = {
     "errors": 0,
     "files": 0,
     "families": 1,
+    "classes": 1,
     "significance": 1,
     "report": 1,
     "evalreport": 1,
@@ -52,6 +53,7 @@ LAYERS = {
     "bench": 7,
     "publish": 7,
     "pull": 7,
+    "demo": 7,
     "doctor": 7,
     "__init__": 8,
     "timm_train": 8,
@@ -170,7 +172,7 @@ def test_pull_then_eval_uses_the_pulled_source(zoo: Path, tmp_path: Path, monkey
     (lib_row,) = doc["results"]
     for key in ("top1", "top5", "loss", "images", "weights", "weights_origin"):
         assert lib_row[key] == cli_row[key], key
-    rows = json.loads(Runner().invoke(main, ["list", "--json"]).stdout)
+    rows = json.loads(Runner().invoke(main, ["list", "--json"]).stdout)["results"]
     assert {r["name"]: r["weights"] for r in rows}["evaltiny"] == "pulled (me/evaltiny)"
 
 

@@ -26,7 +26,7 @@ def test_pull_downloads_verifies_and_loads(fake_hub: FakeHub) -> None:
     fake_hub.add("testorg/hubtiny", {"model.safetensors": data})
     code, stdout, stderr = run("pull", "hubtiny", "--json")
     assert code == 0, stderr
-    (row,) = json.loads(stdout)
+    (row,) = json.loads(stdout)["results"]
     assert row["status"] == "pulled" and row["cached"] is False
     assert row["verified"] == "Hub ETag (sha256)"
     assert row["sha256"] == hashlib.sha256(data).hexdigest()
@@ -46,7 +46,7 @@ def test_second_run_uses_the_cache_with_the_hub_down(fake_hub: FakeHub, monkeypa
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     code, stdout, stderr = run("pull", "hubtiny", "--json")
     assert code == 0, stderr
-    assert json.loads(stdout)[0]["status"] == "cached"
+    assert json.loads(stdout)["results"][0]["status"] == "cached"
 
 
 def test_offline_serves_cached_and_refuses_uncached_at_once(fake_hub: FakeHub, monkeypatch) -> None:
@@ -55,7 +55,7 @@ def test_offline_serves_cached_and_refuses_uncached_at_once(fake_hub: FakeHub, m
     seen = len(fake_hub.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, stdout, _ = run("pull", "hubtiny", "--json")
-    assert code == 0 and json.loads(stdout)[0]["status"] == "cached"
+    assert code == 0 and json.loads(stdout)["results"][0]["status"] == "cached"
     assert create_model("hubtiny", pretrained=True) is not None
     assert len(fake_hub.requests) == seen  # no network at all
 
@@ -82,7 +82,7 @@ def test_pinned_revision_and_sha256(fake_hub: FakeHub, zoo: Path) -> None:
     )
     code, stdout, stderr = run("pull", "hubtiny", "--json")
     assert code == 0, stderr
-    row = json.loads(stdout)[0]
+    row = json.loads(stdout)["results"][0]
     assert row["verified"] == "card sha256 pin"
     assert f"@{old_commit}/" in row["source"] and Path(row["path"]).read_bytes() == old
     assert (
@@ -94,24 +94,26 @@ def test_pinned_revision_and_sha256(fake_hub: FakeHub, zoo: Path) -> None:
     # --revision of the card's own file keeps its pin: main holds other bytes, so they are refused
     code, _, stderr = run("pull", "hubtiny", "--revision", "main", "--json")
     one_line_error(code, stderr, 1, "failed verification", "card sha256 pin")
-    assert {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])}["hubtiny"] == "pulled"
+    assert {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])["results"]}[
+        "hubtiny"
+    ] == "pulled"
 
     # another repository is checked against its ETag, and the row says no pin held
     fake_hub.add("testorg/fork", {"model.safetensors": new})
     code, stdout, _ = run("pull", "hubtiny", "--repo", "testorg/fork", "--json")
-    row = json.loads(stdout)[0]
+    row = json.loads(stdout)["results"][0]
     assert code == 0 and row["verified"] == "Hub ETag (sha256)"
     assert row["pin"] == "none: a repository the card does not pin"
     assert Path(row["path"]).read_bytes() == new
     # what was pulled is the variant's source from now on ...
-    assert {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])}["hubtiny"] == (
+    assert {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])["results"]}["hubtiny"] == (
         "pulled (testorg/fork)"
     )
     model = create_model("hubtiny", pretrained=True)
     assert not torch.equal(model.state_dict()["head.weight"], old_state["head.weight"])
     # ... until the card's own source is pulled again
     code, stdout, _ = run("pull", "hubtiny", "--revision", old_commit, "--json")
-    assert code == 0 and json.loads(stdout)[0]["verified"] == "card sha256 pin"
+    assert code == 0 and json.loads(stdout)["results"][0]["verified"] == "card sha256 pin"
     model = create_model("hubtiny", pretrained=True)  # the card's pinned revision
     assert torch.equal(model.state_dict()["head.weight"], old_state["head.weight"])
 
@@ -128,7 +130,7 @@ def test_git_sha1_etag_of_a_non_lfs_file_is_checked(fake_hub: FakeHub) -> None:
     fake_hub.add("testorg/hubtiny", {"model.safetensors": tiny_weights()[0]}, lfs=False)
     code, stdout, stderr = run("pull", "hubtiny", "--json")
     assert code == 0, stderr
-    assert json.loads(stdout)[0]["verified"] == "Hub ETag (git blob sha1)"
+    assert json.loads(stdout)["results"][0]["verified"] == "Hub ETag (git blob sha1)"
 
 
 def test_corrupt_transfer_is_deleted_and_never_used(fake_hub: FakeHub, monkeypatch) -> None:
@@ -149,7 +151,7 @@ def test_corrupt_transfer_is_deleted_and_never_used(fake_hub: FakeHub, monkeypat
     monkeypatch.delenv("HF_HUB_OFFLINE")  # once the Hub serves good bytes, a rerun fixes it
     fake_hub.corrupt.clear()
     code, stdout, _ = run("pull", "hubtiny", "--json")
-    assert code == 0 and Path(json.loads(stdout)[0]["path"]).read_bytes() == data
+    assert code == 0 and Path(json.loads(stdout)["results"][0]["path"]).read_bytes() == data
 
 
 def test_interrupted_download_resumes(fake_hub: FakeHub, monkeypatch) -> None:
@@ -162,7 +164,7 @@ def test_interrupted_download_resumes(fake_hub: FakeHub, monkeypatch) -> None:
     fake_hub.break_after["model.safetensors"] = 4096 * 5
     code, stdout, stderr = run("pull", "hubtiny", "--json")
     assert code == 0, stderr
-    assert Path(json.loads(stdout)[0]["path"]).read_bytes() == data
+    assert Path(json.loads(stdout)["results"][0]["path"]).read_bytes() == data
     ranges = [r for _, _, r in fake_hub.gets("model.safetensors")]
     assert ranges == [None, f"bytes={4096 * 5}-"]  # the second GET asks only for the rest
 
@@ -209,7 +211,7 @@ def test_own_s2mlpv2_weights_from_another_repo(fake_hub: FakeHub) -> None:
     # the pulled source is remembered: no arguments needed from now on, and list says where it is from
     model = create_model("tiny", pretrained=True)
     assert torch.equal(model.state_dict()["head.bias"], state["head.bias"])
-    rows = {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])}
+    rows = {r["name"]: r["weights"] for r in json.loads(run("list", "--json")[1])["results"]}
     assert rows["s2mlpv2_tiny"] == "pulled (me/my-s2mlpv2)"
     with pytest.raises(WeightsUnavailableError, match="no pretrained weights are published"):
         create_model("evaltiny", pretrained=True)
@@ -228,7 +230,7 @@ def test_import_official_checkpoint_then_use_it(zoo: Path, reference: Path, monk
     sha = hashlib.sha256(official.read_bytes()).hexdigest()
     code, stdout, stderr = run("pull", "vip_tiny", "--from", str(official), "--sha256", sha, "--json")
     assert code == 0, stderr
-    row = json.loads(stdout)[0]
+    row = json.loads(stdout)["results"][0]
     assert row["verified"] == "given sha256" and row["source"] == "imported from vip_tiny_official.pth.tar"
     assert Path(row["path"]).suffix == ".safetensors" and Path(row["path"]).is_file()
 
@@ -238,9 +240,9 @@ def test_import_official_checkpoint_then_use_it(zoo: Path, reference: Path, monk
     with torch.no_grad():
         assert (model(x) - expected).abs().max().item() < 1e-5
     code, stdout, _ = run("list", "--json")
-    assert {r["name"]: r["weights"] for r in json.loads(stdout)}["vip_tiny"] == "pulled (imported)"
+    assert {r["name"]: r["weights"] for r in json.loads(stdout)["results"]}["vip_tiny"] == "pulled (imported)"
     code, stdout, _ = run("pull", "vip_tiny", "--json")
-    assert code == 0 and json.loads(stdout)[0]["status"] == "cached"
+    assert code == 0 and json.loads(stdout)["results"][0]["status"] == "cached"
 
 
 def test_import_refuses_wrong_hash_or_misfit_and_writes_nothing(zoo: Path, reference: Path, tmp_path) -> None:
@@ -258,7 +260,7 @@ def test_tampered_import_is_removed(zoo: Path, reference: Path) -> None:
     code, stdout, _ = run(
         "pull", "vip_tiny", "--from", str(reference / "vip_tiny_official.pth.tar"), "--json"
     )
-    path = Path(json.loads(stdout)[0]["path"])
+    path = Path(json.loads(stdout)["results"][0]["path"])
     tensors = load_file(str(path))
     tensors["head.bias"] = tensors["head.bias"] + 1
     path.write_bytes(save(tensors))
@@ -270,14 +272,14 @@ def test_tampered_import_is_removed(zoo: Path, reference: Path) -> None:
 def test_pull_all_and_list_show_what_is_cached(fake_hub: FakeHub) -> None:
     fake_hub.add("testorg/hubtiny", {"model.safetensors": tiny_weights()[0]})
     code, stdout, _ = run("list", "--json")
-    assert {r["name"]: r["weights"] for r in json.loads(stdout)}["hubtiny"] == "hub"
+    assert {r["name"]: r["weights"] for r in json.loads(stdout)["results"]}["hubtiny"] == "hub"
     code, stdout, stderr = run("pull", "--all", "--json")
     assert code == 0, stderr
-    status = {r["variant"]: r["status"] for r in json.loads(stdout)}
+    status = {r["variant"]: r["status"] for r in json.loads(stdout)["results"]}
     assert status.pop("hubtiny") == "pulled"
     assert set(status.values()) == {"skipped"} and {"s2mlpv2_tiny", "vip_tiny"} <= set(status)
     code, stdout, _ = run("list", "--json")
-    assert {r["name"]: r["weights"] for r in json.loads(stdout)}["hubtiny"] == "pulled"
+    assert {r["name"]: r["weights"] for r in json.loads(stdout)["results"]}["hubtiny"] == "pulled"
 
 
 @pytest.mark.parametrize(
@@ -306,8 +308,8 @@ def test_installed_entry_point_reads_hf_endpoint_at_import(fake_hub: FakeHub, tm
     cmd = [sys.executable, "-m", "s2mlp_cli", "pull", "hubtiny", "--json"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)[0]["path"].startswith(str(tmp_path / "proc_home" / "hub"))
+    assert json.loads(done.stdout)["results"][0]["path"].startswith(str(tmp_path / "proc_home" / "hub"))
     offline = subprocess.run(
         cmd, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120
     )
-    assert offline.returncode == 0 and json.loads(offline.stdout)[0]["status"] == "cached"
+    assert offline.returncode == 0 and json.loads(offline.stdout)["results"][0]["status"] == "cached"

@@ -99,7 +99,7 @@ def test_push_pull_eval_round_trip(fake_hub: FakeHub, checkpoint: Path, val: Pat
     # everyone else: pull the repository, then eval as usual; identical logits, identical results
     code, stdout, stderr = run("pull", "evaltiny", "--repo", "alice/evaltiny", "--json")
     assert code == 0, stderr
-    assert json.loads(stdout)[0]["sha256"] == done["sha256"]
+    assert json.loads(stdout)["results"][0]["sha256"] == done["sha256"]
     after, preds_after = evaluate(val, tmp_path, "after")
     assert preds_after == preds_before
     keep = ("top1", "top5", "loss", "images", "skipped")
@@ -163,7 +163,7 @@ def test_push_to_a_branch_leaves_main_alone(fake_hub: FakeHub, checkpoint: Path)
     assert repo.files == main_before and repo.branches["v1"] == done["commit"]
     code, stdout, stderr = run("pull", "evaltiny", "--repo", "alice/tiny", "--revision", "v1", "--json")
     assert code == 0, stderr
-    assert json.loads(stdout)[0]["sha256"] == done["sha256"]
+    assert json.loads(stdout)["results"][0]["sha256"] == done["sha256"]
 
 
 def test_terminal_output_names_commit_and_pin(fake_hub: FakeHub, checkpoint: Path) -> None:

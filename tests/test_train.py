@@ -185,11 +185,23 @@ def test_init_with_another_head_starts_it_fresh_and_says_so(colours: Path, tmp_p
 
 
 def test_eval_of_a_checkpoint_with_other_classes_says_so(colours: Path, tmp_path: Path, imagenet) -> None:
+    """A run's own classes travel with its weights: ImageNet folders are not among them. Without those
+    names (a file from elsewhere), a head of another size is one line saying what eval scores."""
+    from safetensors.torch import load_file, save_file
+
     train(options(colours, tmp_path / "three", overrides=["epochs=1", "warmup_epochs=0"]))
+    best = tmp_path / "three" / "best.safetensors"
     code, _, stderr = run(
-        "eval", "--variant", "evaltiny", "--weights", str(tmp_path / "three" / "best.safetensors"),
-        "--data", str(imagenet / "val"), *CPU,
-    )  # fmt: skip
+        "eval", "--variant", "evaltiny", "--weights", str(best), "--data", str(imagenet / "val"), *CPU
+    )
+    one_line_error(
+        code, stderr, 1, "folder 'n01440764' is not one of the 3 classes the weights were trained on"
+    )
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(str(best)), str(bare))
+    code, _, stderr = run(
+        "eval", "--variant", "evaltiny", "--weights", str(bare), "--data", str(imagenet / "val"), *CPU
+    )
     last = stderr.strip().splitlines()[-1]  # after the data lines: the file is read when the model is
     one_line_error(code, last, 1, "has a head for 3 classes; evaltiny has 1000", "scores ImageNet-1k's 1000")
     assert "reset_head" not in stderr

@@ -42,7 +42,7 @@ def test_a_second_head_cannot_name_where_a_download_lands(fake_hub: FakeHub, tmp
     assert not _outside(tmp_path).exists()
     heads = [r for r in fake_hub.requests if r[0] == "HEAD" and r[1].endswith("/model.safetensors")]
     assert len(heads) == 1
-    row = json.loads(stdout)[0]
+    row = json.loads(stdout)["results"][0]
     assert Path(row["path"]).resolve().read_bytes() == data
     code, _, stderr = run("pull", "hubtiny", "--refresh")  # asked again, the Hub now answers a path
     one_line_error(code, stderr, 1, "not a plain hex checksum")

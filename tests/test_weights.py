@@ -87,7 +87,8 @@ def test_a_file_that_runs_code_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "name", "message"),
     [
-        (b"not a checkpoint at all", "junk.pth", "not a checkpoint torch can read"),
+        (b"not a checkpoint at all", "junk.pth", "not a weights file \\(neither safetensors nor a PyTorch"),
+        (b"\x80\x02garbage", "junk.pth", "not a checkpoint torch can read"),
         (b"\x00\x01garbage", "junk.safetensors", "not a readable safetensors file"),
     ],
 )
@@ -97,6 +98,8 @@ def test_unreadable_files(tmp_path: Path, content: bytes, name: str, message: st
         read_state_dict(tmp_path / name)
     with pytest.raises(WeightsError, match="no such file"):
         read_state_dict(tmp_path / "absent.pth")
+    with pytest.raises(WeightsError, match="is a folder; name a weights file in it"):
+        read_state_dict(tmp_path)
 
 
 def test_no_state_dict_inside(tmp_path: Path) -> None:

@@ -97,12 +97,22 @@ def warnings(env: dict[str, Any], rows: list[Row]) -> list[str]:
         ratio_spread = (rng[1] - rng[0]) / ratio if ratio and rng else 0.0
         if max(spread, ratio_spread) > WIDE_SPREAD:
             out.append(
-                f"{r.model} at batch {r.batch_size}: wide spread (IQR {lo:.1f}–{hi:.1f} images/s"
+                f"{r.model} at batch {r.batch_size}: wide spread (IQR {span(lo, hi, 1)} images/s"
                 + (
-                    f", × ref {rng[0]:.2f}–{rng[1]:.2f} across rounds"
+                    f", × ref {span(rng[0], rng[1], 2)} across rounds"
                     if rng and r.reference != r.model
                     else ""
                 )
                 + "); more iterations or an idle machine would narrow it"
             )
     return out
+
+
+def span(lo: float, hi: float, digits: int) -> str:
+    """`lo–hi` with as many decimals as it takes for the two to read differently (0.26–0.35, not
+    0.3–0.3), and at least `digits`."""
+    for d in range(digits, 7):
+        a, b = f"{lo:.{d}f}", f"{hi:.{d}f}"
+        if a != b or lo == hi:
+            return f"{a}–{b}"
+    return f"{lo:.3g}–{hi:.3g}"

@@ -26,6 +26,14 @@ def caption(env: dict[str, Any], rows: list[Row]) -> str:
     return "; ".join(parts)
 
 
+def error_bars(rows: list[Row]) -> tuple[list[float], list[float]]:
+    """Each point's distance to its interquartile range's ends, from the measured (unrounded) values: a
+    small spread still draws a bar."""
+    lo = [max(0.0, r.throughput - r.throughput_iqr[0]) if r.throughput_iqr else 0.0 for r in rows]
+    hi = [max(0.0, r.throughput_iqr[1] - r.throughput) if r.throughput_iqr else 0.0 for r in rows]
+    return lo, hi
+
+
 def draw_plot(rows: list[Row], path: str, env: dict[str, Any] | None = None) -> None:
     import matplotlib
 
@@ -45,16 +53,8 @@ def draw_plot(rows: list[Row], path: str, env: dict[str, Any] | None = None) -> 
             ]
             if not group:
                 continue
-            x = [round(r.throughput, 1) for r in group]  # as the table rounds it
-            y = [getattr(r, key) for r in group]
-            lo = [
-                max(0.0, v - round(r.throughput_iqr[0], 1)) if r.throughput_iqr else 0.0
-                for v, r in zip(x, group, strict=True)
-            ]
-            hi = [
-                max(0.0, round(r.throughput_iqr[1], 1) - v) if r.throughput_iqr else 0.0
-                for v, r in zip(x, group, strict=True)
-            ]
+            x, y = [r.throughput for r in group], [getattr(r, key) for r in group]
+            lo, hi = error_bars(group)
             ax.errorbar(x, y, xerr=[lo, hi], fmt="o", color=colour, capsize=3, label=name)
             for r, xv, yv in zip(group, x, y, strict=True):
                 tag = f"{r.model} @{r.batch_size}" if len({g.batch_size for g in ok}) > 1 else r.model

@@ -134,7 +134,8 @@ class Plan:
     batch_sizes: list[int]
     settings: Settings
     rounds: int
-    estimate_s: float = 0.0
+    estimate_s: float = 0.0  # without compiling
+    compile_s: tuple[float, float] = (0.0, 0.0)  # what compiling adds, as a range (basis: COMPILE_S)
 
     @property
     def device(self) -> str:
@@ -152,13 +153,39 @@ class Plan:
         names = ", ".join(c.name for c in self.models)
         sizes = ",".join(map(str, self.batch_sizes))
         jobs = len(self.models) * len(self.batch_sizes)
-        minutes = self.estimate_s / 60
-        when = f"~{minutes:.0f} min" if minutes >= 1.5 else f"~{self.estimate_s:.0f} s"
+        when = f"~{_span(self.estimate_s)}"
+        basis = ""
+        if self.compile_s[1]:
+            lo, hi = (self.estimate_s + c for c in self.compile_s)
+            per = COMPILE_S[self.compile_backend if self.compile_backend != "inductor" else self.device]
+            when = f"~{_span(lo)} to {_span(hi)}"
+            basis = f"; compiling {self.graphs} graph(s) at {per[0]:.0f}-{per[1]:.0f} s each is most of it"
         return (
             f"will run {jobs} benchmark(s) on {self.device}: {names} at batch {sizes} "
             f"({self.warmup} warm-up, {self.iters} timed calls in {self.rounds} interleaved rounds); "
-            f"estimate {when} (rough)"
+            f"estimate {when} (rough{basis})"
         )
+
+    @property
+    def graphs(self) -> int:
+        """Compiled graphs: one per model and batch size, and batch 1's when it is measured beside."""
+        return len(self.models) * (len(self.batch_sizes) + (0 if 1 in self.batch_sizes else 1))
+
+    @property
+    def compile_backend(self) -> str:
+        from s2mlp_cli.runtime import compile_backend
+
+        return compile_backend()
+
+
+# Seconds to compile one graph, a range: inductor on the CPU (measured here: a tiny S²-MLPv2 took 29 s at
+# batch 2 and 12 s more at batch 1 on 2 cores; full-size models take longer), on a GPU (inductor with
+# Triton: a similar range is usual), and the tracing-only backends, which generate no code.
+COMPILE_S = {"cpu": (30.0, 120.0), "cuda": (20.0, 90.0), "aot_eager": (2.0, 15.0), "eager": (1.0, 10.0)}
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def make_plan(opts: BenchOptions) -> Plan:
@@ -188,6 +215,9 @@ def make_plan(opts: BenchOptions) -> Plan:
         rounds=max(1, min(opts.rounds or d["rounds"], iters)),
     )
     plan.estimate_s = _estimate(plan)
+    if settings.compile:
+        per = COMPILE_S[plan.compile_backend if plan.compile_backend != "inductor" else device]
+        plan.compile_s = (plan.graphs * per[0], plan.graphs * per[1])
     return plan
 
 

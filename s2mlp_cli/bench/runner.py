@@ -23,7 +23,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from s2mlp_cli import report
@@ -167,12 +168,33 @@ class _Clock:
 
     def finish(self) -> None:
         took = time.monotonic() - self.start
-        first = self.plan.estimate_s
+        first = self.plan.estimate_s + self.plan.compile_s[1]  # the longest compile the estimate allowed
         if first and took > 1.5 * first:
             self.says(
                 f"took {duration(took)}, {took / first:.1f}x the first estimate (~{duration(first)}): "
                 "the machine was slower than its probe said (see the load in the conditions)"
             )
+
+
+@contextmanager
+def _ticking(clock: _Clock, what: str, on: bool, every: float = 10.0) -> Iterator[None]:
+    """While a model compiles (silent for minutes), a line every `every` seconds says it is still at it."""
+    if not on:
+        yield
+        return
+    done, began = threading.Event(), time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(every):
+            clock.says(f"{what}, {time.monotonic() - began:.0f} s")
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 class _RoundsInterrupted(KeyboardInterrupt):
@@ -266,7 +288,8 @@ def _run_batch(
                 clock.says(f"{p.spec.model} at batch {batch}: warming up ({n} call{'s' if n != 1 else ''})")
                 began = time.monotonic()
                 p.send({"cmd": "prepare"})
-                reply = p.receive()
+                with _ticking(clock, f"{p.spec.model} at batch {batch}: compiling", plan.settings.compile):
+                    reply = p.receive()
                 if reply["event"] == "ready":
                     clock.warmups.append(time.monotonic() - began)
                     clock.says(

@@ -18,7 +18,7 @@ import click
 
 from s2mlp_cli import __version__
 from s2mlp_cli.cli._errors import to_click
-from s2mlp_cli.errors import Interrupted, S2MLPError
+from s2mlp_cli.errors import Interrupted, PartialResult, S2MLPError, Terminated
 
 # name -> "module:attribute", in the order `--help` lists them
 COMMANDS = {
@@ -31,15 +31,8 @@ COMMANDS = {
     "train": "s2mlp_cli.cli.train_cmd:train_command",
     "cache": "s2mlp_cli.cli.cache_cmd:cache_command",
     "doctor": "s2mlp_cli.cli.doctor_cmd:doctor_command",
+    "demo": "s2mlp_cli.cli.demo_cmd:demo_command",
 }
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP, raised where the program is so that cleanup runs as it does for Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 @contextlib.contextmanager
@@ -85,6 +78,14 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except PartialResult as e:  # the command printed what finished (and it was written)
+            from s2mlp_cli.console import info
+
+            info(
+                f"stopped by {signal.Signals(e.signum).name}: {e.kept} kept"
+                + (f", written to {e.written}" if e.written else "")
+            )
+            ctx.exit(128 + e.signum)
         except Terminated as e:  # every `finally` has run: temporary files are gone
             click.echo(
                 f"Error: stopped by {signal.Signals(e.signum).name}; nothing half-written was kept", err=True

@@ -37,6 +37,7 @@ FLAGS = {
     "plot": "--plot",
     "real_labels": "--real-labels",
     "compare_with": "--compare-with",
+    "folder": "FOLDER",
 }
 # the library's next steps (`S2MLPError.next_step`) as the commands and flags that take them
 STEPS = {

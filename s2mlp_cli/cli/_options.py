@@ -61,3 +61,11 @@ def show(doc: dict[str, Any], as_json: bool, tables: Callable[[dict], list[Any]]
         return
     for part in tables(doc):
         out.print(part)
+
+
+def static_env() -> dict[str, Any]:
+    """The `env` of a command that runs no model (list, pull): what s2mlp and which cards answered."""
+    from s2mlp_cli.version import __version__
+    from s2mlp_cli.zoo import zoo_dir
+
+    return {"s2mlp": __version__, "zoo": str(zoo_dir())}

@@ -93,6 +93,8 @@ def bench_command(
         )
         ctx.exit(128 + e.signum)  # 130 for Ctrl-C, 143 for SIGTERM
     show(doc, as_json, report.bench_tables)
+    if opts.plot and not any(str(opts.plot) in e for e in doc.get("write_errors", [])):
+        info(f"plot: {opts.plot}")
     rows = doc["results"]
     if not any(r["status"] == "ok" for r in rows):
         raise click.ClickException("nothing could be measured (see the rows' notes)")

@@ -8,7 +8,7 @@ import click
 
 from s2mlp_cli.cli._errors import to_click
 from s2mlp_cli.cli._options import run_options, show, split
-from s2mlp_cli.errors import ProblemsError
+from s2mlp_cli.errors import PartialResult, ProblemsError
 from s2mlp_cli.runtime import DECODE
 from s2mlp_cli.zoo import INTERPOLATIONS
 
@@ -116,7 +116,12 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
     from s2mlp_cli.evalreport import eval_tables
     from s2mlp_cli.evaluate import run
 
-    doc = run(opts)
+    try:
+        doc = run(opts)
+    except PartialResult as e:  # Ctrl-C or SIGTERM: the models and sets that finished, then the exit
+        if speaking():
+            show(e.doc, as_json, eval_tables)
+        raise
     if not speaking():  # under torchrun, the first process speaks for all
         return
     show(doc, as_json, eval_tables)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from s2mlp_cli import families
-from s2mlp_cli.cli._options import json_option
+from s2mlp_cli.cli._options import json_option, static_env
 from s2mlp_cli.console import out, print_json
 from s2mlp_cli.report import FitTable
 from s2mlp_cli.sources import status
@@ -46,7 +46,7 @@ def list_command(family: str | None, as_json: bool) -> None:
             f"no cards of family {family!r}; families: {', '.join(families.names())}", param_hint="--family"
         )
     if as_json:
-        print_json(rows)
+        print_json({"env": static_env(), "results": rows})
         return
     columns = [
         ("name", lambda r: r["name"]),

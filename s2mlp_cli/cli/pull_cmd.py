@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 
 import click
-from rich.text import Text
 
 from s2mlp_cli.cli._errors import say
-from s2mlp_cli.cli._options import json_option, resolve_card
-from s2mlp_cli.console import err, out, print_json
+from s2mlp_cli.cli._options import json_option, resolve_card, static_env
+from s2mlp_cli.console import out, print_json
+from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.sources.places import REPO_ID
+from s2mlp_cli.zoo import Card
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -101,17 +102,41 @@ def pull_command(
         raise click.BadParameter("expected 64 hex digits", param_hint="--sha256")
 
     from s2mlp_cli import report
-    from s2mlp_cli.pull import PullOptions, run
 
     targets = () if pull_all else tuple(map(resolve_card, variants))
+    if len(targets) == 1 and not (repo or revision or filename or from_file):
+        _answer_without_torch(targets[0], as_json)  # no weights published: said before torch loads
+    from s2mlp_cli.pull import PullOptions, run
+
     opts = PullOptions(targets, pull_all, repo, revision, filename, from_file, sha256, refresh, not as_json)
-    done = run(opts, say=lambda e: say(e, "pull"))
-    for row in done["rows"]:
-        if row["status"] == "failed":
-            err.print(Text(f"error: {row['detail']}", style="red"))
+    try:
+        done = run(opts, say=lambda e: say(e, "pull"))
+    except S2MLPError as e:
+        if as_json:  # the failure as a row too, for scripts
+            print_json({"env": static_env(), "results": [_failed_row(targets[0], e)]})
+        raise
     if as_json:
-        print_json(done["rows"])
+        print_json({"env": static_env(), "results": done["rows"]})
     else:
         out.print(report.pull_table(done["rows"]))
-    if failed := done["failed"]:
+        paths = [(r["variant"], r["path"]) for r in done["rows"] if r.get("path")]
+        for variant, path in paths:  # whole, on a line of their own: a folded path cannot be copied
+            out.print(f"{variant}: {path}", soft_wrap=True, highlight=False)
+    if failed := done["failed"]:  # each failure's reason is its row's; this line only counts them
         raise click.ClickException(f"{len(failed)} of {done['total']} failed: {', '.join(failed)}")
+
+
+def _failed_row(card: Card, e: S2MLPError) -> dict:
+    return {"variant": card.name, "status": "failed", "detail": say(e, "pull")}
+
+
+def _answer_without_torch(card: Card, as_json: bool) -> None:
+    """A variant whose weights cannot be had (none published, offline and not cached) is one line
+    before anything heavy is imported."""
+    from s2mlp_cli.sources import precheck
+
+    problem = precheck(card)
+    if problem is not None:
+        if as_json:
+            print_json({"env": static_env(), "results": [_failed_row(card, problem)]})
+        raise problem

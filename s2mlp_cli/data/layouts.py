@@ -38,12 +38,23 @@ LAYOUTS = (
 
 
 def find_dataset(
-    data: str | Path, labels: str | Path | None = None, devkit: str | Path | None = None
+    data: str | Path,
+    labels: str | Path | None = None,
+    devkit: str | Path | None = None,
+    classes: list[str] | None = None,
 ) -> Dataset:
-    """Detect the layout of `data` and label every image; raise DataError naming the accepted layouts."""
+    """Detect the layout of `data` and label every image; raise DataError naming the accepted layouts.
+    A dataset root (train/ and val/, as `s2mlp train` takes it) means its val/. `classes`: class folders
+    of a training run's own classes, labelled by their index among them."""
     root = Path(data).expanduser()
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; {LAYOUTS}")
+    if root.is_dir() and (root / "val").is_dir() and not _has_class_folders(root, classes):
+        ds = find_dataset(root / "val", labels, devkit, classes)
+        ds.notes.insert(0, f"{root} holds a dataset's splits: evaluating its val/ split")
+        return ds
+    if classes is not None:
+        return _own_classes(root, classes)
     if labels is not None:
         return _with_labels_file(root, Path(labels).expanduser())
     if root.is_file():
@@ -80,6 +91,33 @@ def find_dataset(
     images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
     what = f"{len(images)} images but no labels" if images else "no images"
     raise DataError(f"{root}: {what} in a layout we recognise; {LAYOUTS}")
+
+
+def _has_class_folders(root: Path, classes: list[str] | None) -> bool:
+    try:
+        names = [p.name for p in root.iterdir() if p.is_dir()]
+    except OSError:
+        return False
+    return any(n in classes for n in names) if classes is not None else any(_WNID.match(n) for n in names)
+
+
+def _own_classes(root: Path, classes: list[str]) -> Dataset:
+    if not root.is_dir():
+        raise DataError(f"{root}: weights trained on their own classes score class folders, not a file")
+    folders = [p for p in root.iterdir() if p.is_dir()]
+    unknown = sorted(p.name for p in folders if p.name not in classes)
+    if unknown:
+        raise DataError(
+            f"{root}: folder {unknown[0][:60]!r} is not one of the {len(classes)} classes the weights were "
+            f"trained on ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''})"
+        )
+    if not folders:
+        raise DataError(f"{root}: no class folders of the weights' {len(classes)} classes here")
+    index = {name: i for i, name in enumerate(classes)}
+    layout = f"class folders of the run's {len(classes)} classes (label = the class's index in the run)"
+    ds = class_folders(root, folders, index, layout)
+    ds.name, ds.classes = "own", tuple(classes)
+    return ds
 
 
 def _shards(root: Path, pattern: str) -> list[Path]:

@@ -80,7 +80,8 @@ def fingerprint(samples: list[Sample]) -> str:
 class Dataset:
     """A labelled image set. `name` is which test set it is (val, v2, a, r, sketch, c); `valid` the class
     indices its logits are restricted to (ImageNet-A and -R: their 200); `real` each sample's ReaL labels
-    (aligned with `samples`); `part` an ImageNet-C (corruption, severity)."""
+    (aligned with `samples`); `part` an ImageNet-C (corruption, severity); `classes` a training run's own
+    classes (name "own")."""
 
     layout: str
     root: str
@@ -90,6 +91,7 @@ class Dataset:
     valid: tuple[int, ...] | None = None
     real: list[tuple[int, ...]] | None = None
     part: tuple[str, int] | None = None
+    classes: tuple[str, ...] | None = None  # a run's own class names, in label order (None: ImageNet-1k's)
 
     def shape(self) -> str:
         """Whether this is the full validation set, and if not, what it is."""

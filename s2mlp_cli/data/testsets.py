@@ -23,6 +23,7 @@ from s2mlp_cli.errors import DataError
 
 SETS = {
     "val": "ImageNet-1k val",
+    "own": "the run's own classes",
     "real": "ImageNet-ReaL",
     "v2": "ImageNet-V2",
     "a": "ImageNet-A",
@@ -52,10 +53,16 @@ def find_sets(
     labels: str | Path | None = None,
     devkit: str | Path | None = None,
     real_labels: str | Path | None = None,
+    classes: list[str] | None = None,
 ) -> list[Dataset]:
     """The test set at `data` (ImageNet-C: one Dataset per corruption and severity). `name`, when it is
-    one of SETS, says which set this is instead of detecting it."""
+    one of SETS, says which set this is instead of detecting it. `classes`: the weights were trained on
+    these class folders (in label order), and the set is class folders among them."""
     root = Path(data).expanduser()
+    if classes is not None:
+        if real_labels is not None or (name in SETS and name != "own"):
+            raise DataError(f"weights trained on their own {len(classes)} classes score only folders of them")
+        return [find_dataset(root, labels, devkit, classes=classes)]
     kind = name if name in SETS else None
     if kind == "real" and real_labels is None:
         raise DataError("ImageNet-ReaL is the val set scored with real.json: give the ReaL labels file")

@@ -15,7 +15,7 @@ from typing import Any
 
 from s2mlp_cli.console import Bar, warn
 from s2mlp_cli.data import Dataset, Normalizer
-from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.errors import S2MLPError, Terminated
 from s2mlp_cli.evaluate.feed import Options, source, to_device
 from s2mlp_cli.runtime import autocast
 from s2mlp_cli.zoo import Preprocess
@@ -49,11 +49,20 @@ def evaluate(
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     ranked: dict[str, Ranked] = {}
-    for i, group in enumerate(groups.values(), 1):
-        label = f"pass {i}/{len(groups)}: " + ", ".join(e.name for e in group)
-        rows, preds, ranks = _one_pass(dataset, group, opts, label, progress)
-        for e, r, p, k in zip(group, rows, preds, ranks, strict=True):
-            results[e.name], predictions[e.name], ranked[e.name] = r, p, k
+    try:
+        for i, group in enumerate(groups.values(), 1):
+            label = f"pass {i}/{len(groups)}: " + ", ".join(e.name for e in group)
+            rows, preds, ranks = _one_pass(dataset, group, opts, label, progress)
+            for e, r, p, k in zip(group, rows, preds, ranks, strict=True):
+                results[e.name], predictions[e.name], ranked[e.name] = r, p, k
+    except (KeyboardInterrupt, Terminated) as stop:  # the passes that finished go with the signal
+        done = [e.name for e in entries if e.name in results]
+        stop.finished = (
+            [results[n] for n in done],
+            {n: predictions[n] for n in done},
+            {n: ranked[n] for n in done},
+        )
+        raise
     names = [e.name for e in entries]
     return [results[n] for n in names], {n: predictions[n] for n in names}, {n: ranked[n] for n in names}
 

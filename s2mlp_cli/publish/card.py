@@ -13,12 +13,14 @@ from s2mlp_cli.zoo import Card
 WEIGHTS_FILE = "model.safetensors"
 
 
-def config_json(card: Card) -> dict[str, Any]:
-    """timm's Hub config: `timm.create_model("hf-hub:...")` builds `architecture` with this data config."""
+def config_json(card: Card, classes: list[str] | None = None) -> dict[str, Any]:
+    """timm's Hub config: `timm.create_model("hf-hub:...")` builds `architecture` with this data config;
+    weights trained on a run's own `classes` name them (`label_names`)."""
     p = card.preprocess
-    return {
+    num_classes = len(classes) if classes else card.arch.get("num_classes", 1000)
+    config = {
         "architecture": card.name,
-        "num_classes": card.arch.get("num_classes", 1000),
+        "num_classes": num_classes,
         "pretrained_cfg": {
             "tag": "s2mlp",
             "input_size": [3, p.input_size, p.input_size],
@@ -28,13 +30,18 @@ def config_json(card: Card) -> dict[str, Any]:
             "crop_mode": "center",
             "mean": list(p.mean),
             "std": list(p.std),
-            "num_classes": card.arch.get("num_classes", 1000),
+            "num_classes": num_classes,
             "license": None,
         },
     }
+    if classes:
+        config["label_names"] = config["pretrained_cfg"]["label_names"] = list(classes)
+    return config
 
 
-def model_card(card: Card, repo: str, sha256: str, evidence: Evidence) -> str:
+def model_card(
+    card: Card, repo: str, sha256: str, evidence: Evidence, classes: list[str] | None = None
+) -> str:
     """The repository's README.md: what the file is, and only the measurements the result files show."""
     p = card.preprocess
     paper = card.paper
@@ -62,12 +69,14 @@ def model_card(card: Card, repo: str, sha256: str, evidence: Evidence) -> str:
         f"| eval transform | resize {p.resize} {p.interpolation}, centre crop {p.input_size} (crop_pct "
         f"{p.crop_pct}), mean {list(p.mean)}, std {list(p.std)} |",
         f"| transform source | {card.sources.get('preprocess', 'not stated')} |",
+        *_classes_row(classes),
         "",
         "## Use",
         "",
         "```",
         f"s2mlp pull {card.name} --repo {repo}",
-        f"s2mlp eval --variant {card.name} --data /imagenet/val",
+        f"s2mlp eval --variant {card.name} --data "
+        + ("VAL_FOLDER_OF_THESE_CLASSES" if classes else "/imagenet/val"),
         "```",
         "",
         "```python",
@@ -82,6 +91,21 @@ def model_card(card: Card, repo: str, sha256: str, evidence: Evidence) -> str:
     if not evidence.eval_rows and not evidence.bench_rows:
         lines += ["No evaluation or benchmark results were published with these weights.", ""]
     return "\n".join(lines)
+
+
+def _classes_row(classes: list[str] | None) -> list[str]:
+    """Weights trained on a run's own classes: their names in label order (as the metadata holds them)."""
+    if not classes:
+        return ["| classes | ImageNet-1k's 1000 (sorted synsets) |"]
+    shown = ", ".join(_escape(c) for c in classes[:50]) + (
+        f", ... ({len(classes)} in all)" if len(classes) > 50 else ""
+    )
+    return [f"| classes | {len(classes)} of the run's own, in label order: {shown} |"]
+
+
+def _escape(text: str) -> str:
+    """A name inside a Markdown table cell: no cell break, no markup, no HTML."""
+    return "".join("\\" + ch if ch in "\\|`*_[]<>#" else ch for ch in text.replace("\n", " "))
 
 
 def _eval_section(evidence: Evidence) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from s2mlp_cli import sources
+from s2mlp_cli.classes import metadata, of_file
 from s2mlp_cli.errors import PushError
 from s2mlp_cli.files import file_sha256, scratch
 from s2mlp_cli.publish.card import WEIGHTS_FILE, config_json, model_card
@@ -34,14 +35,15 @@ def push(opts: PushOptions) -> dict[str, Any]:
     card, evidence = check(opts)
     token = _token()
     source = Path(opts.weights).expanduser()
-    state_dict = _state_dict(card, source)
+    own = of_file(source)  # a run's own classes travel with the weights, in their metadata
+    state_dict = _state_dict(card, source, None if own is None else len(own))
     with scratch("push") as tmp:  # under S2MLP_HOME: removed on any exit, swept after a kill
         weights_path = tmp / WEIGHTS_FILE
-        _save(state_dict, weights_path, card)
+        _save(state_dict, weights_path, card, None if own is None else metadata(own, len(own)))
         sha = file_sha256(weights_path)
         _check_evidence(evidence, {sha, file_sha256(source)})
-        config = config_json(card)
-        readme = model_card(card, opts.repo, sha, evidence)
+        config = config_json(card, own)
+        readme = model_card(card, opts.repo, sha, evidence, own)
         commit = _commit(opts, token, card, weights_path, config, readme)
         size = weights_path.stat().st_size
     return {
@@ -68,14 +70,14 @@ def _token() -> str:
     return token
 
 
-def _state_dict(card: Card, path: Path) -> dict:
+def _state_dict(card: Card, path: Path, num_classes: int | None) -> dict:
     """The file's tensors as the variant's state dict; refused when it does not load strictly or holds
     non-finite values (a diverged run should not be published)."""
     import torch
 
     from s2mlp_cli.api import check_fits
 
-    state_dict = check_fits(card, path, path.name)
+    state_dict = check_fits(card, path, path.name, num_classes)
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise PushError(
@@ -84,11 +86,10 @@ def _state_dict(card: Card, path: Path) -> dict:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
 
 
-def _save(state_dict: dict, path: Path, card: Card) -> None:
-    from safetensors.torch import save_file
+def _save(state_dict: dict, path: Path, card: Card, metadata: dict[str, str] | None = None) -> None:
+    from s2mlp_cli.weights import save_safetensors
 
-    # one metadata key: safetensors writes a map's keys in no fixed order, and the pin must not vary
-    save_file(state_dict, str(path), metadata={"format": "pt"})
+    save_safetensors(path, state_dict, {"format": "pt", **(metadata or {})})
 
 
 def _check_evidence(evidence: Evidence, ours: set[str]) -> None:

@@ -158,6 +158,8 @@ def precheck(card: Card, weights: str | Path | None = None) -> S2MLPError | None
         choice = choose(card, weights)
     except WeightsUnavailableError as e:
         return e
+    if choice.kind == "file" and choice.path.is_dir():
+        return S2MLPError(f"{choice.path} is a folder; name a weights file in it", param="weights")
     if choice.kind == "file" and not choice.path.is_file():
         return S2MLPError(f"weights file {choice.path} does not exist", param="weights")
     if choice.kind == "import" and not choice.path.is_file():

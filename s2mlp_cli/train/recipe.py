@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class Recipe:
     name: str
     values: dict[str, Any]
     sources: dict[str, str]
+    notes: tuple[str, ...] = field(default=())  # what was changed to fit the request, and why
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -132,6 +133,7 @@ def load_problems(
                 continue
             where = source if resolved and source else f"{path.name}" + (f": {source}" if source else "")
             values[key], sources[key] = _coerce(key, value), where
+    recipe_epochs = values.get("epochs")
     pairs = overrides.items() if isinstance(overrides, Mapping) else [_split(o, problems) for o in overrides]
     given: set[str] = set()
     for key, text in (p for p in pairs if p is not None):
@@ -143,15 +145,9 @@ def load_problems(
         given.add(key)
     if len(problems) > before:
         return None
-    for key in ("warmup_epochs",):
-        if values[key] >= values["epochs"] and values["epochs"] > 0 and values[key] > 0:
-            problems.append(
-                S2MLPError(
-                    f"warmup_epochs {values[key]} leaves no epoch of the schedule in {values['epochs']}",
-                    param="overrides",
-                )
-            )
-            return None
+    notes = _fit_warmup(values, sources, given, recipe_epochs, problems)
+    if notes is None:
+        return None
     if not resolved and "lr" not in given and values["batch_size"] != values["lr_batch"]:
         base_lr = values["lr"]
         values["lr"] = base_lr * values["batch_size"] / values["lr_batch"]
@@ -159,7 +155,35 @@ def load_problems(
             f"{sources['lr']}; scaled linearly to the global batch: {base_lr:g} x "
             f"{values['batch_size']}/{values['lr_batch']} = {values['lr']:.4g}"
         )
-    return Recipe(name, values, sources)
+    return Recipe(name, values, sources, tuple(notes))
+
+
+def _fit_warmup(
+    values: dict[str, Any], sources: dict[str, str], given: set[str], recipe_epochs: Any, problems: list
+) -> list[str] | None:
+    """A warm-up as long as the run leaves no epoch of the schedule. One the user set is their problem,
+    named by the options they gave; the recipe's own is shortened in proportion to the run (10 of 300
+    epochs: none in a 2-epoch run), at most to the run's length less one, and said (None: a problem)."""
+    warmup, epochs = values["warmup_epochs"], values["epochs"]
+    if not (warmup >= epochs > 0 and warmup > 0):
+        return []
+    if "warmup_epochs" in given:
+        run = f"--epochs {epochs}" if "epochs" in given else f"the recipe's {epochs} epochs"
+        problems.append(
+            S2MLPError(f"warmup_epochs={warmup} leaves no epoch of the schedule in {run}", param="overrides")
+        )
+        return None
+    base = recipe_epochs if isinstance(recipe_epochs, int) and recipe_epochs > 0 else warmup
+    short = min(epochs - 1, warmup * epochs // base)
+    values["warmup_epochs"] = short
+    sources["warmup_epochs"] = (
+        f"{sources['warmup_epochs']}; shortened to {short} for a {epochs}-epoch run ({warmup} of {base} "
+        "epochs in proportion)"
+    )
+    return [
+        f"the recipe's warmup_epochs {warmup} (of {base} epochs) is as long as this {epochs}-epoch run: "
+        f"shortened to {short} in proportion"
+    ]
 
 
 def _read(path: Path, param: str) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def plan(opts: TrainOptions) -> tuple[Plan | None, list[S2MLPError]]:
         )
     if problems:
         return None, problems
-    notes = list(train.notes) + list(val.notes)
+    notes = list(recipe.notes) + list(train.notes) + list(val.notes)
     return Plan(card, recipe, output, train, val, classes, num_classes, imagenet, world, notes), problems
 
 
@@ -306,3 +306,11 @@ def _val(
     except OSError as e:
         problems.append(S2MLPError(f"{val_root}: cannot read it ({e.strerror or e})", param=param))
         return None
+
+
+def class_metadata(p: Plan) -> dict[str, str]:
+    """What the weights say of their classes, in the safetensors metadata eval, predict, push and pull
+    read (`s2mlp_cli.classes`): ImageNet-1k's sorted synsets, or the run's own folder names in label order."""
+    from s2mlp_cli.classes import metadata
+
+    return metadata(None if p.imagenet else p.classes, p.num_classes)

@@ -15,7 +15,7 @@ from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.files import file_sha256, flock, write_text_atomic
 from s2mlp_cli.runtime import compiled
 from s2mlp_cli.train import data, state
-from s2mlp_cli.train.request import Plan, TrainOptions
+from s2mlp_cli.train.request import Plan, TrainOptions, class_metadata
 
 
 class Session:
@@ -216,7 +216,7 @@ class Session:
             row["best_from"] = which
         self.log.append(row)
         if self.rank0:
-            meta = {"variant": self.p.card.name, "num_classes": str(self.p.num_classes), "epoch": str(epoch)}
+            meta = {"variant": self.p.card.name, "epoch": str(epoch), **class_metadata(self.p)}
             out = self.p.output
             state.save_weights(out / "last.safetensors", self.bare.state_dict(), {**meta, "from": "model"})
             if improved:
@@ -254,9 +254,7 @@ class Session:
         }
 
     def next_commands(self, opts: TrainOptions) -> list[str]:
-        """How to evaluate and publish the best weights (ImageNet-1k labels only)."""
-        if not self.p.imagenet:
-            return []
+        """How to evaluate and publish the best weights (a run on its own classes: on its val folders)."""
         name, best = (
             self.p.card.aliases[0] if self.p.card.aliases else self.p.card.name,
             self.p.output / "best.safetensors",

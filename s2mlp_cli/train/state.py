@@ -30,11 +30,10 @@ def mark(output: Path, variant: str) -> None:
 
 
 def save_weights(path: Path, state_dict: dict[str, Any], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from s2mlp_cli.weights import save_safetensors
 
-    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_safetensors(tmp, state_dict, metadata)
 
 
 def save_state(output: Path, state: dict[str, Any]) -> None:
