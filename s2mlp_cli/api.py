@@ -110,6 +110,15 @@ def check_fits(
     return fit(arch.create(card, device="meta", **head), read_state_dict(path), what)
 
 
+def build_for(card: Card, pulled: sources.Pulled, classes: list[str] | None, img_size: int) -> nn.Module:
+    """The variant at `img_size` with a verified weights file loaded strictly, as eval and predict run
+    it: weights trained on a run's own `classes` (their metadata names them) get their head."""
+    head = {"num_classes": len(classes)} if classes else {}
+    model = arch.create(card, img_size=img_size, **head)
+    load_weights(model, pulled.path)  # strict: the fit check
+    return model
+
+
 def load_pretrained(
     model: nn.Module,
     card: Card,

@@ -184,8 +184,14 @@ def bench_note(r: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def bench_model(r: dict[str, Any]) -> str:
+    """The model, and what ran it when not PyTorch eager: `vip_s7 (onnxruntime)`."""
+    runtime = r.get("runtime") or "torch"
+    return r["model"] if runtime == "torch" else f"{r['model']} ({runtime})"
+
+
 BENCH_COLUMNS: list[Column] = [
-    ("model", lambda r: r["model"]),
+    ("model", bench_model),
     ("params (M)", lambda r: _num(r["params_m"], ".2f")),
     ("GMACs", lambda r: _num(r["gmacs"], ".2f")),
     ("batch", lambda r: _num(r["batch_size"] or r["requested_batch_size"], "d")),
@@ -333,8 +339,8 @@ def bench_tables(doc: dict[str, Any]) -> list[Any]:
 
 def bench_progress(r: dict[str, Any]) -> str:
     if r["status"] != "ok":
-        return f"{r['model']} at batch {r['requested_batch_size']}: {r['status']}: {r['detail']}"
-    return f"{r['model']}: {r['throughput']:.1f} images/s at batch {r['batch_size']}"
+        return f"{bench_model(r)} at batch {r['requested_batch_size']}: {r['status']}: {r['detail']}"
+    return f"{bench_model(r)}: {r['throughput']:.1f} images/s at batch {r['batch_size']}"
 
 
 def bench_conditions(doc: dict[str, Any]) -> str:
@@ -395,3 +401,28 @@ def pull_table(rows: list[dict[str, Any]]) -> FitTable:
         wrap=("source", "next step"),
         align={"status": "left", "verified against": "left", "source": "left", "next step": "left"},
     )
+
+
+def predict_tables(doc: dict[str, Any]) -> list[Any]:
+    """Each image's top class with its probability, then the rest of its top-k; the images skipped."""
+    columns: list[Column] = [
+        ("image", lambda r: r["image"]),
+        ("class", lambda r: r["top"][0]["name"]),
+        ("prob", lambda r: f"{100 * r['top'][0]['prob']:.1f}%"),
+        ("then", lambda r: ", ".join(f"{t['name']} {100 * t['prob']:.1f}%" for t in r["top"][1:]) or "-"),
+    ]
+    env = doc["env"]
+    parts: list[Any] = [
+        FitTable(
+            f"s2mlp predict: {env['variant']} ({env['classes']} classes)",
+            columns,
+            doc["results"],
+            keep=("class", "prob"),
+            wrap=("image", "then"),
+            align={"class": "left", "then": "left", "image": "left"},
+        )
+    ]
+    for s in doc.get("skipped", []):
+        parts.append(Text(f"skipped {s['image']}: {s['error']}"))
+    parts.append(Text(f"weights {env['weights']}; {env['device_name']} ({env['device']}), {env['dtype']}"))
+    return parts

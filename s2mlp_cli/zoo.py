@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from s2mlp_cli import families
-from s2mlp_cli.errors import CardError, UnknownModelError
+from s2mlp_cli.errors import CardError, S2MLPError, UnknownModelError
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
@@ -363,3 +363,12 @@ def get_card(name: str) -> Card:
     raise UnknownModelError(
         f"unknown model {name!r}", next_step="list_models", advice="s2mlp_cli.zoo.cards() lists them all"
     )
+
+
+def requested_card(name: str, param: str = "variants") -> Card:
+    """`get_card` for a request: an unknown name is a problem of argument `param` (a usage error) that
+    names the closest cards."""
+    try:
+        return get_card(name)
+    except UnknownModelError as e:
+        raise S2MLPError(e.message, param=param, next_step=e.next_step, advice=e.advice) from None

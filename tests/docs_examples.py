@@ -113,7 +113,7 @@ def make_sandbox(root: Path) -> dict[str, str]:
     return env
 
 
-IN_PROCESS = ("train", "eval", "bench", "list", "info", "pull", "demo")
+IN_PROCESS = ("train", "eval", "bench", "list", "info", "pull", "demo", "predict", "export")
 # No HF_* variable in this process: huggingface_hub reads them once, when it is first imported, and an
 # example run first would fix them for every test after it (none of these commands reaches the Hub).
 IN_PROCESS_ENV = ("S2MLP_HOME", "COLUMNS", "PYTHONWARNINGS")

@@ -404,3 +404,17 @@ def test_the_gpu_estimate_makes_no_cuda_context_in_the_parent(monkeypatch: pytes
     monkeypatch.setattr(request, "_matmul_gmacs", probe)
     plan = Plan(models=[get_card("small")], batch_sizes=[256], settings=Settings(device="cuda"), rounds=5)
     assert request._estimate(plan) > 0
+
+
+def test_a_workers_peak_memory_is_its_own_not_its_parents() -> None:
+    """getrusage's ru_maxrss survives exec: a worker started by a parent holding 512 MiB would report
+    them. The peak is the worker's own (VmHWM)."""
+    import subprocess
+    import sys
+
+    held = bytearray(512 * 2**20)
+    held[::4096] = b"\x01" * len(held[::4096])  # resident, not just reserved
+    code = "from s2mlp_cli.bench.measurement import peak_rss_kib; print(peak_rss_kib() / 1024)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(done.stdout) < 256, done.stdout
+    del held

@@ -54,6 +54,8 @@ LAYERS = {
     "publish": 7,
     "pull": 7,
     "demo": 7,
+    "predict": 7,
+    "export": 7,
     "doctor": 7,
     "__init__": 8,
     "timm_train": 8,

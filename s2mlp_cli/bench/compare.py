@@ -38,7 +38,15 @@ def add_ratios(rows: list[Row], benched: Sequence[Card]) -> None:
     for r in rows:
         name = reference_for(r.model, benched)
         ref = next(
-            (x for x in rows if x.model == name and x.status == "ok" and x.batch_size == r.batch_size), None
+            (
+                x
+                for x in rows
+                if x.model == name
+                and x.status == "ok"
+                and x.batch_size == r.batch_size
+                and x.runtime == r.runtime
+            ),
+            None,
         )
         ok = ref is not None and r.status == "ok" and bool(r.throughput)
         r.reference = name if ok else None

@@ -34,6 +34,14 @@ class Settings:
     train: bool = False
     auto_batch: bool = False
     weights: str | None = None
+    runtime: str = "torch"  # or "onnxruntime": the model exported to ONNX in the worker, run on the CPU
+
+    @property
+    def label(self) -> str:
+        """What ran the model, as rows name it: torch, torch compiled, onnxruntime."""
+        return (
+            "onnxruntime" if self.runtime == "onnxruntime" else "torch compiled" if self.compile else "torch"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class Row:
     dtype: str = ""
     channels_last: bool = False
     compile: bool = False
+    runtime: str = "torch"  # torch, torch compiled or onnxruntime
     compile_s: float | None = None
     throughput: float | None = None  # images/s at batch_size, from the median time
     throughput_iqr: list[float] | None = None  # images/s at the 75th and 25th percentile times
@@ -124,6 +133,7 @@ class Worker:
             dtype=dtype_label(s.amp),
             channels_last=s.channels_last,
             compile=s.compile,
+            runtime=s.label,
             threads=torch.get_num_threads(),
             paper_top1=card.paper.get("top1"),
             memory_kind="max_memory_allocated" if s.device == "cuda" else "peak RSS of the worker process",
@@ -177,7 +187,8 @@ class Worker:
 
     def _warm(self, batch: int) -> None:
         s = self.s
-        self.net = _place(self.model.eval(), s)
+        self.net = _OrtNet(self.model.eval(), self.img_size) if s.runtime == "onnxruntime" else None
+        self.net = self.net or _place(self.model.eval(), s)
         self.x = make_input(s, batch, self.img_size)
         self.x1 = self.x[:1].clone()
         if s.compile:
@@ -226,6 +237,32 @@ class Worker:
                 detail = self.row.detail
                 self.row.detail = (detail + "; " if detail else "") + "training ran out of memory"
         return self.row
+
+
+class _OrtNet:
+    """The model exported to ONNX (dynamic batch, as `s2mlp export` writes it, checked against PyTorch)
+    and run by onnxruntime on the CPU with torch's thread count; called with a CPU tensor. The graph lives
+    in a scratch folder only while the session is made."""
+
+    def __init__(self, model: Any, img_size: int) -> None:
+        import onnxruntime as ort
+        import torch
+
+        from s2mlp_cli.export import OPSET, to_onnx, verify
+        from s2mlp_cli.files import scratch
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        with scratch("bench-onnx") as tmp:
+            to_onnx(model, img_size, tmp / "model.onnx", OPSET, None, type(model).__name__)
+            self.max_abs_diff = verify(model, tmp / "model.onnx", img_size, None)
+            self.session = ort.InferenceSession(
+                str(tmp / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+
+    def __call__(self, x: Any) -> Any:
+        return self.session.run(None, {"x": x.numpy()})[0]
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -390,6 +427,19 @@ def _peak_memory(device: str) -> float:
 
     if device == "cuda":
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(peak_rss_kib() / 1024, 1)
+
+
+def peak_rss_kib() -> float:
+    """This process's own peak resident set: Linux's VmHWM, which starts afresh at exec. getrusage's
+    ru_maxrss does not: a worker started from a large parent would report the parent's peak as its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux

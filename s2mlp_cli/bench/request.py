@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s2mlp_cli import families, report
 from s2mlp_cli.bench.measurement import Settings
-from s2mlp_cli.errors import ProblemsError, S2MLPError, UnknownModelError
+from s2mlp_cli.errors import ProblemsError, S2MLPError
 from s2mlp_cli.runtime import AMP, amp_problem, device_for
-from s2mlp_cli.zoo import Card, get_card
+from s2mlp_cli.zoo import Card, get_card, requested_card
 
 DEFAULTS = {
     "cuda": {"batch": [256], "warmup": 10, "iters": 50, "rounds": 5},
@@ -44,6 +44,19 @@ class BenchOptions:
     timeout: float | None = None  # seconds per worker
     output: str | Path | None = None  # .json, .csv or .md; written partial when interrupted
     plot: str | Path | None = None
+    runtimes: Sequence[
+        str
+    ] = ()  # RUNTIMES, each measured beside the others; () : torch (compiled with compile)
+
+
+# What runs the model: PyTorch eager, torch.compile, or onnxruntime on the CPU (the model exported by
+# `s2mlp_cli.export` in the worker, the same batches timed the same way).
+RUNTIMES = ("torch", "compiled", "onnxruntime")
+
+
+def runtimes_of(opts: BenchOptions) -> list[str]:
+    chosen = list(dict.fromkeys(r.strip() for r in opts.runtimes if r.strip()))
+    return chosen or ["compiled" if opts.compile else "torch"]
 
 
 def expand_models(variants: Sequence[str], compare: Sequence[str]) -> list[Card]:
@@ -71,11 +84,31 @@ def expand_models(variants: Sequence[str], compare: Sequence[str]) -> list[Card]
     return list({c.name: c for c in chosen}.values())
 
 
+def _runtime_problems(opts: BenchOptions) -> list[S2MLPError]:
+    chosen = runtimes_of(opts)
+    if unknown := [r for r in chosen if r not in RUNTIMES]:
+        return [S2MLPError(f"unknown runtime {unknown[0]!r}; use {', '.join(RUNTIMES)}", param="runtimes")]
+    if "onnxruntime" not in chosen:
+        return []
+    problems = []
+    if opts.device == "cuda":
+        problems.append(S2MLPError("onnxruntime is measured on the CPU: use --device cpu", param="runtimes"))
+    if opts.amp != "none" or opts.channels_last or opts.train:
+        what = "--amp" if opts.amp != "none" else "--channels-last" if opts.channels_last else "--train"
+        problems.append(
+            S2MLPError(f"onnxruntime runs the fp32 ONNX graph; {what} is torch's", param="runtimes")
+        )
+    from s2mlp_cli.export import missing_packages
+
+    if missing := missing_packages():
+        problems.append(
+            S2MLPError(f"onnxruntime needs {', '.join(missing)}: pip install 's2mlp[onnx]'", param="runtimes")
+        )
+    return problems
+
+
 def _card(name: str, param: str) -> Card:
-    try:
-        return get_card(name)
-    except UnknownModelError as e:
-        raise S2MLPError(e.message, param=param, next_step=e.next_step, advice=e.advice) from None
+    return requested_card(name, param)
 
 
 def check(opts: BenchOptions) -> list[S2MLPError]:
@@ -116,6 +149,7 @@ def check(opts: BenchOptions) -> list[S2MLPError]:
         problems.append(
             S2MLPError(f"timeout must be 1 to {MAX_TIMEOUT:.0f} seconds, got {opts.timeout}", param="timeout")
         )
+    problems += _runtime_problems(opts)
     if opts.plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -135,6 +169,7 @@ class Plan:
     settings: Settings
     rounds: int
     estimate_s: float = 0.0  # without compiling
+    runtimes: list[Settings] = field(default_factory=list)  # one per runtime measured; [settings] when empty
     compile_s: tuple[float, float] = (0.0, 0.0)  # what compiling adds, as a range (basis: COMPILE_S)
 
     @property
@@ -152,7 +187,7 @@ class Plan:
     def describe(self) -> str:
         names = ", ".join(c.name for c in self.models)
         sizes = ",".join(map(str, self.batch_sizes))
-        jobs = len(self.models) * len(self.batch_sizes)
+        jobs = len(self.models) * len(self.batch_sizes) * len(self.variants)
         when = f"~{_span(self.estimate_s)}"
         basis = ""
         if self.compile_s[1]:
@@ -167,9 +202,14 @@ class Plan:
         )
 
     @property
+    def variants(self) -> list[Settings]:
+        return self.runtimes or [self.settings]
+
+    @property
     def graphs(self) -> int:
-        """Compiled graphs: one per model and batch size, and batch 1's when it is measured beside."""
-        return len(self.models) * (len(self.batch_sizes) + (0 if 1 in self.batch_sizes else 1))
+        """Compiled graphs: one per model, compiled runtime and batch size, and batch 1's beside."""
+        compiled = sum(1 for v in self.variants if v.compile)
+        return compiled * len(self.models) * (len(self.batch_sizes) + (0 if 1 in self.batch_sizes else 1))
 
     @property
     def compile_backend(self) -> str:
@@ -182,6 +222,11 @@ class Plan:
 # batch 2 and 12 s more at batch 1 on 2 cores; full-size models take longer), on a GPU (inductor with
 # Triton: a similar range is usual), and the tracing-only backends, which generate no code.
 COMPILE_S = {"cpu": (30.0, 120.0), "cuda": (20.0, 90.0), "aot_eager": (2.0, 15.0), "eager": (1.0, 10.0)}
+
+
+# Seconds for a worker to export a model to ONNX and check it (measured here: S²-MLPv2-S 13-24 s and
+# ViP-S/7 13 s on 2 cores).
+ONNX_EXPORT_S = 20.0
 
 
 def _span(seconds: float) -> str:
@@ -214,8 +259,14 @@ def make_plan(opts: BenchOptions) -> Plan:
         settings=settings,
         rounds=max(1, min(opts.rounds or d["rounds"], iters)),
     )
-    plan.estimate_s = _estimate(plan)
-    if settings.compile:
+    plan.runtimes = [
+        replace(settings, runtime="onnxruntime" if r == "onnxruntime" else "torch", compile=r == "compiled")
+        for r in runtimes_of(opts)
+    ]
+    plan.estimate_s = _estimate(plan) * len(plan.runtimes)
+    if any(v.runtime == "onnxruntime" for v in plan.runtimes):  # each worker exports and checks its graph
+        plan.estimate_s += ONNX_EXPORT_S * len(plan.models) * len(plan.batch_sizes)
+    if plan.graphs:
         per = COMPILE_S[plan.compile_backend if plan.compile_backend != "inductor" else device]
         plan.compile_s = (plan.graphs * per[0], plan.graphs * per[1])
     return plan

@@ -43,6 +43,8 @@ class _Proc:
 
     def __init__(self, spec: Spec, timeout: float | None) -> None:
         self.spec, self.timeout, self.row = spec, timeout, None
+        label = spec.settings.label
+        self.name = spec.model if label == "torch" else f"{spec.model} ({label})"
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "s2mlp_cli.bench.worker"],
@@ -84,7 +86,7 @@ class _Proc:
                     return reply
 
     def _final(self, detail: str) -> dict:
-        self.row = Row(self.spec.model, status="error", detail=detail)
+        self.row = Row(self.spec.model, status="error", detail=detail, runtime=self.spec.settings.label)
         return {"event": "done"}
 
     def _death(self) -> str:
@@ -275,7 +277,11 @@ def _run_batch(
     clock: _Clock,
 ) -> list[Row]:
     """All models at one batch size: start together, prepare one by one, interleave the timed rounds."""
-    procs = [_Proc(Spec(card.name, batch, plan.settings, bs1=bs1), opts.timeout) for card in plan.models]
+    procs = [
+        _Proc(Spec(card.name, batch, settings, bs1=bs1), opts.timeout)
+        for card in plan.models
+        for settings in plan.variants
+    ]
     times: dict[int, list[list[float]]] = {i: [] for i in range(len(procs))}
     bs1_times: dict[int, list[float]] = {i: [] for i in range(len(procs))}
     peaks: dict[int, float] = {}
@@ -285,16 +291,15 @@ def _run_batch(
         for p in procs:
             if p.row is None:
                 n = plan.settings.warmup
-                clock.says(f"{p.spec.model} at batch {batch}: warming up ({n} call{'s' if n != 1 else ''})")
+                clock.says(f"{p.name} at batch {batch}: warming up ({n} call{'s' if n != 1 else ''})")
                 began = time.monotonic()
                 p.send({"cmd": "prepare"})
-                with _ticking(clock, f"{p.spec.model} at batch {batch}: compiling", plan.settings.compile):
+                with _ticking(clock, f"{p.name} at batch {batch}: compiling", p.spec.settings.compile):
                     reply = p.receive()
                 if reply["event"] == "ready":
                     clock.warmups.append(time.monotonic() - began)
                     clock.says(
-                        f"{p.spec.model} at batch {reply['batch_size']}: warmed up in "
-                        f"{clock.warmups[-1]:.1f} s"
+                        f"{p.name} at batch {reply['batch_size']}: warmed up in {clock.warmups[-1]:.1f} s"
                     )
         per_round = _split(plan.iters, plan.rounds)
         bs1_rounds = _split(max(2 * plan.iters, 10), plan.rounds) if bs1 else []
@@ -334,6 +339,7 @@ def _run_batch(
                     batch_size=batch,
                     requested_batch_size=batch,
                     peak_memory_mib=peaks.get(i),
+                    runtime=p.spec.settings.label,
                 )
                 summarize(row, times[i], bs1_times[i] or None)
                 partial.append(row)
@@ -350,7 +356,7 @@ def _split(total: int, parts: int) -> list[int]:
 
 def _share_bs1(rows: list[Row]) -> None:
     """Batch-1 latency is measured once per model; every row of the model shows that one figure."""
-    measured = {r.model: r.latency_bs1_ms for r in rows if r.latency_bs1_ms}
+    measured = {(r.model, r.runtime): r.latency_bs1_ms for r in rows if r.latency_bs1_ms}
     for r in rows:
-        if r.status == "ok" and r.model in measured:
-            r.latency_bs1_ms = measured[r.model]
+        if r.status == "ok" and (r.model, r.runtime) in measured:
+            r.latency_bs1_ms = measured[(r.model, r.runtime)]

@@ -32,6 +32,8 @@ COMMANDS = {
     "cache": "s2mlp_cli.cli.cache_cmd:cache_command",
     "doctor": "s2mlp_cli.cli.doctor_cmd:doctor_command",
     "demo": "s2mlp_cli.cli.demo_cmd:demo_command",
+    "predict": "s2mlp_cli.cli.predict_cmd:predict_command",
+    "export": "s2mlp_cli.cli.export_cmd:export_command",
 }
 
 

@@ -38,6 +38,10 @@ FLAGS = {
     "real_labels": "--real-labels",
     "compare_with": "--compare-with",
     "folder": "FOLDER",
+    "paths": "PATH",
+    "topk": "--topk",
+    "opset": "--opset",
+    "runtimes": "--runtime",
 }
 # the library's next steps (`S2MLPError.next_step`) as the commands and flags that take them
 STEPS = {

@@ -45,6 +45,12 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option("--weights", help="Load this file (one model only).")
 @click.option("--timeout", type=float, help="Seconds a worker may stay silent (1 to 604800).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw throughput vs top-1 and params (.png).")
+@click.option(
+    "--runtime",
+    "runtimes",
+    help="What runs the models, comma-separated, each measured beside the others: torch (default), "
+    "compiled (torch.compile), onnxruntime (CPU; pip install 's2mlp[onnx]').",
+)
 @run_options("results")
 @click.pass_context
 def bench_command(
@@ -58,16 +64,22 @@ def bench_command(
     also given as a ratio to the S²-MLPv2 variant of its size class, with its range across rounds. The
     environment (device, versions, dtype, math mode, load before and after) is printed under the table,
     with a warning when the machine was busy or the spread is wide. Ctrl-C keeps the finished rows.
+    --runtime torch,compiled,onnxruntime measures each model three ways in the same interleaved rounds
+    (onnxruntime: the model exported to ONNX and checked against PyTorch in its worker).
 
     \b
     Examples:
       s2mlp bench --variant small --compare vip,gfnet
       s2mlp bench --variant small,medium --compare vip,gfnet,mixer --device cuda --amp bf16 --channels-last
       s2mlp bench --variant medium --batch-size 1,32,256 --auto-batch --output bench.md
+      s2mlp bench --variant small --compare vip --device cpu --batch-size 1,8 --runtime torch,onnxruntime
     """
     from s2mlp_cli.bench import BenchOptions, check
 
-    opts = BenchOptions(variants=split(variant), compare=split(compare), compile=compile_, **options)
+    runtimes = split(options.pop("runtimes"))
+    opts = BenchOptions(
+        variants=split(variant), compare=split(compare), compile=compile_, runtimes=runtimes, **options
+    )
     if problems := check(opts):  # before torch is imported: every problem at once
         raise to_click(ProblemsError(problems), "bench")
 
@@ -80,7 +92,8 @@ def bench_command(
 
     def on_row(row: dict) -> None:
         done.append(row)
-        info(f"[{len(done)}/{len(plan.models) * len(plan.batch_sizes)}] {report.bench_progress(row)}")
+        total = len(plan.models) * len(plan.batch_sizes) * len(plan.variants)
+        info(f"[{len(done)}/{total}] {report.bench_progress(row)}")
 
     try:
         with err.status("measuring (Ctrl-C keeps the rows finished so far)"):

@@ -10,7 +10,7 @@ from s2mlp_cli.data.images import (
     eval_transform,
     normalize,
 )
-from s2mlp_cli.data.labels import devkit_wnids, read_labels, synset_index, synsets
+from s2mlp_cli.data.labels import devkit_wnids, imagenet_names, read_labels, synset_index, synsets
 from s2mlp_cli.data.layouts import IMAGE_EXTS, LAYOUTS, find_dataset
 from s2mlp_cli.data.samples import Dataset, ImageFile, ParquetRow, Sample, TarMember
 from s2mlp_cli.errors import DataError
@@ -34,6 +34,7 @@ __all__ = [
     "devkit_wnids",
     "eval_transform",
     "find_dataset",
+    "imagenet_names",
     "normalize",
     "read_labels",
     "synset_index",

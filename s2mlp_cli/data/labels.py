@@ -39,6 +39,15 @@ def synsets() -> tuple[str, ...]:
 
 
 @cache
+def imagenet_names() -> tuple[str, ...]:
+    """ImageNet-1k's class names in label order: each synset's first lemma (timm's list; "tench")."""
+    lemmas = dict(
+        line.split("\t", 1) for line in timm_info("imagenet_synset_to_lemma.txt").splitlines() if "\t" in line
+    )
+    return tuple(lemmas.get(w, w).split(",")[0].strip() for w in synsets())
+
+
+@cache
 def synset_index() -> dict[str, int]:
     return {w: i for i, w in enumerate(synsets())}
 

@@ -177,16 +177,13 @@ def _own_classes(weights: list[tuple[Any, Any]]) -> list[str] | None:
 def _entries(opts: EvalOptions, device: str, weights: list, own: list[str] | None) -> list[Entry]:
     import torch
 
-    from s2mlp_cli import api, arch
+    from s2mlp_cli import api
     from s2mlp_cli.runtime import compiled
 
     entries = []
     for card, pulled in weights:
         prep = preprocess(card, opts)
-        head = {"num_classes": len(own)} if own else {}  # a run's own classes: the head it was trained with
-        model = arch.create(card, img_size=prep.input_size, **head)
-        api.load_weights(model, pulled.path)  # strict: the fit check
-        model = model.eval().to(device)
+        model = api.build_for(card, pulled, own, prep.input_size).eval().to(device)
         if opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if opts.compile:
