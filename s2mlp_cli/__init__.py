@@ -1,16 +1,8 @@
 """s2mlp: the S²-MLPv2 model zoo and command-line tool.
 
 Importing this package is cheap (no torch); `create_model` and `load_weights` import torch when called.
-The layers, each importing only those below it (a test enforces it):
-
-    errors, families, files, console, report     facts and plumbing, no torch
-    zoo, runtime                                  the cards; where and how models run
-    arch/, weights, stats, sources/, data/, cache the nets; reading checkpoints; verified weight files;
-    distributed                                   images in, uint8 crops out; torchrun's process group
-    api                                           a file read into a model; create_model
-    models/                                       timm's face: registration on top of api
-    evaluate/, bench/, publish/, pull             the jobs, each a library call returning a document
-    cli/                                          one thin module per command: parse, call, print
+The package is layered, each layer importing only those below it: the one map of the layers is LAYERS
+in tests/test_library.py, which enforces it (docs/development.md describes the rooms).
 """
 
 from __future__ import annotations

@@ -13,7 +13,13 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # copied fro
 collect_ignore = ["timm_suite"]
 
 
+SLOW_TIMEOUT_S = 900  # a test marked slow may take 15 minutes before it is stopped; any other 5 (pyproject)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "slow" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
     if any("gpu" in item.keywords for item in items):
         import torch
 

@@ -414,7 +414,7 @@ def test_a_workers_peak_memory_is_its_own_not_its_parents() -> None:
 
     held = bytearray(512 * 2**20)
     held[::4096] = b"\x01" * len(held[::4096])  # resident, not just reserved
-    code = "from s2mlp_cli.bench.measurement import peak_rss_kib; print(peak_rss_kib() / 1024)"
+    code = "from s2mlp_cli.bench.ort import peak_rss_kib; print(peak_rss_kib() / 1024)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(done.stdout) < 256, done.stdout
     del held

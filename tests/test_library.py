@@ -36,7 +36,6 @@ LAYERS = {
     "classes": 1,
     "significance": 1,
     "report": 1,
-    "evalreport": 1,
     "console": 2,
     "zoo": 2,
     "runtime": 2,

@@ -153,8 +153,7 @@ def _eval_doc(sets: list[str]) -> dict:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_result_tables_fit(width: int) -> None:
-    from s2mlp_cli.evalreport import eval_tables
-    from s2mlp_cli.report import bench_tables, pull_table, train_tables
+    from s2mlp_cli.report import bench_tables, eval_tables, pull_table, train_tables
 
     pulled = [
         {"variant": "mixer_b16_224", "status": "pulled", "source": "timm/mixer_b16_224.goog_in21k_ft_in1k",

@@ -69,10 +69,12 @@ def test_predict_names_a_runs_own_classes_and_skips_what_it_cannot_read(
     code, stdout, stderr = run(
         "predict", "--variant", "evaltiny", "--weights", str(run_dir / "best.safetensors"),
         str(demo / "colours" / "val" / "red"), str(tmp_path / "broken.jpg"), "--topk", "2", *CPU,
-        "--output", str(out),
+        "--output", str(out), "--json",
     )  # fmt: skip
     assert code == 0, stderr
-    assert "skipped" in stdout and "broken.jpg" in stdout
+    doc = json.loads(stdout)
+    assert [s["image"] for s in doc["skipped"]] == [str(tmp_path / "broken.jpg")]
+    assert doc["skipped"][0]["error"].startswith("UnidentifiedImageError")
     rows = out.read_text().splitlines()
     assert rows[0] == "image,class,name,prob,top_k" and len(rows) == 3
     assert all(r.split(",")[2] in ("red", "green", "blue") for r in rows[1:])

@@ -184,3 +184,22 @@ def test_timm_scripts_run_with_our_models_registered(tmp_path: Path) -> None:
     assert done.stdout.split() == ["__main__", "/data", "GFNet", "2"]
     missing = subprocess.run(args[:3] + [str(tmp_path / "nope.py")], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and "no such script" in missing.stderr
+
+
+def test_only_our_repositories_take_the_verified_config_route(zoo, monkeypatch) -> None:
+    """`hf-hub:` names of repositories a card names go through s2mlp's verified fetch; any other model's
+    config goes through timm's own download, untouched."""
+    from timm.models import _hub
+
+    import s2mlp_cli.models as models
+
+    guard = _hub.download_from_hf
+    assert guard.s2mlp_guard
+    calls = []
+    monkeypatch.setattr(
+        models, "_verified_config", lambda model_id, name, *a, **k: calls.append(("s2mlp", model_id))
+    )
+    monkeypatch.setattr(guard, "timm", lambda model_id, name, *a, **k: calls.append(("timm", model_id)))
+    _hub.download_from_hf("testorg/hubtiny", "config.json")  # hubtiny's card names this repository
+    _hub.download_from_hf("someone/vit-base@main", "config.json")
+    assert calls == [("s2mlp", "testorg/hubtiny"), ("timm", "someone/vit-base@main")]

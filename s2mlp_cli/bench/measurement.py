@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from s2mlp_cli.bench.summary import summarize
 from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.runtime import autocast, dtype_label, set_math_mode
 from s2mlp_cli.zoo import Card, get_card
@@ -187,8 +188,12 @@ class Worker:
 
     def _warm(self, batch: int) -> None:
         s = self.s
-        self.net = _OrtNet(self.model.eval(), self.img_size) if s.runtime == "onnxruntime" else None
-        self.net = self.net or _place(self.model.eval(), s)
+        if s.runtime == "onnxruntime":
+            from s2mlp_cli.bench.ort import OrtNet
+
+            self.net = OrtNet(self.model.eval(), self.img_size)
+        else:
+            self.net = _place(self.model.eval(), s)
         self.x = make_input(s, batch, self.img_size)
         self.x1 = self.x[:1].clone()
         if s.compile:
@@ -239,32 +244,6 @@ class Worker:
         return self.row
 
 
-class _OrtNet:
-    """The model exported to ONNX (dynamic batch, as `s2mlp export` writes it, checked against PyTorch)
-    and run by onnxruntime on the CPU with torch's thread count; called with a CPU tensor. The graph lives
-    in a scratch folder only while the session is made."""
-
-    def __init__(self, model: Any, img_size: int) -> None:
-        import onnxruntime as ort
-        import torch
-
-        from s2mlp_cli.export import OPSET, to_onnx, verify
-        from s2mlp_cli.files import scratch
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        with scratch("bench-onnx") as tmp:
-            to_onnx(model, img_size, tmp / "model.onnx", OPSET, None, type(model).__name__)
-            self.max_abs_diff = verify(model, tmp / "model.onnx", img_size, None)
-            self.session = ort.InferenceSession(
-                str(tmp / "model.onnx"), options, providers=["CPUExecutionProvider"]
-            )
-
-    def __call__(self, x: Any) -> Any:
-        return self.session.run(None, {"x": x.numpy()})[0]
-
-
 def out_of_memory(e: BaseException) -> bool:
     """An allocation that failed: the GPU's OutOfMemoryError, or on the CPU the allocator's RuntimeError
     ("DefaultCPUAllocator: can't allocate memory") or Python's MemoryError."""
@@ -285,45 +264,6 @@ def measure(spec: Spec) -> Row:
     r = w.finish()
     summarize(r, [times], bs1)
     return r
-
-
-def summarize(r: Row, rounds: list[list[float]], bs1: list[float] | None = None) -> None:
-    """Throughput, spread and latencies from the seconds of each round's calls (and of batch-1 calls)."""
-    batch = r.batch_size
-    times = [t for round_ in rounds for t in round_]
-    ms = [t * 1000 for t in times]
-    r.throughput = round(batch / statistics.median(times), 2)
-    r.throughput_iqr = [round(batch / percentile(times, 0.75), 2), round(batch / percentile(times, 0.25), 2)]
-    r.round_throughputs = [round(batch / statistics.median(t), 2) for t in rounds if t]
-    r.latency_ms = {
-        "p50": round(statistics.median(ms), 3),
-        "p90": round(percentile(ms, 0.9), 3),
-        "mean": round(statistics.fmean(ms), 3),
-        "std": round(statistics.stdev(ms), 3) if len(ms) > 1 else 0.0,
-        "min": round(min(ms), 3),
-        "max": round(max(ms), 3),
-        "n": len(ms),
-    }
-    if batch == 1:
-        bs1 = times
-    if bs1:
-        ms1 = [t * 1000 for t in bs1]
-        r.latency_bs1_ms = {
-            "p50": round(statistics.median(ms1), 3),
-            "p99": round(percentile(ms1, 0.99), 3),
-            "mean": round(statistics.fmean(ms1), 3),
-            "n": len(ms1),
-            "measured_in_batch": batch,
-        }
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def _build(card: Card, img_size: int, device: str | None = None):
@@ -427,19 +367,6 @@ def _peak_memory(device: str) -> float:
 
     if device == "cuda":
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    from s2mlp_cli.bench.ort import peak_rss_kib
+
     return round(peak_rss_kib() / 1024, 1)
-
-
-def peak_rss_kib() -> float:
-    """This process's own peak resident set: Linux's VmHWM, which starts afresh at exec. getrusage's
-    ru_maxrss does not: a worker started from a large parent would report the parent's peak as its own."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    import resource
-
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux

@@ -113,8 +113,8 @@ def eval_command(variant: str, compile_: bool, as_json: bool, **options) -> None
         raise to_click(ProblemsError(problems), "eval")
 
     from s2mlp_cli.console import speaking
-    from s2mlp_cli.evalreport import eval_tables
     from s2mlp_cli.evaluate import run
+    from s2mlp_cli.report import eval_tables
 
     try:
         doc = run(opts)

@@ -69,28 +69,49 @@ def _verified_config(model_id: str, filename: str, *args: Any, **kwargs: Any) ->
     return str(target)
 
 
+def _ours(model_id: str) -> bool:
+    """Whether an `hf-hub:` repository is one s2mlp knows for a card: the card's own, or one `s2mlp pull
+    --repo` recorded as a variant's source."""
+    from s2mlp_cli.sources.choice import read_record
+
+    repo = model_id.partition("@")[0]
+    known = {c.weights.repo for c in cards().values() if c.weights.repo}
+    known |= {r.get("repo") for r in map(read_record, cards().values()) if r.get("kind") == "hub"}
+    return repo in known
+
+
 def _guard_timm_hub() -> None:
-    """Route timm's Hub config fetch (`hf-hub:` names) through `_verified_config`."""
+    """Route timm's Hub config fetch (`hf-hub:` names) through `_verified_config` for our cards'
+    repositories only; every other `hf-hub:` model goes through timm's own download, untouched."""
     try:
         from timm.models import _hub
     except ImportError:
         return
-    if hasattr(_hub, "download_from_hf"):
-        _hub.download_from_hf = _verified_config
+    timms = getattr(_hub, "download_from_hf", None)
+    if timms is None or getattr(timms, "s2mlp_guard", False):
+        return
+
+    def download_from_hf(model_id: str, filename: str, *args: Any, **kwargs: Any) -> Any:
+        if _ours(model_id):
+            return _verified_config(model_id, filename, *args, **kwargs)
+        return download_from_hf.timm(model_id, filename, *args, **kwargs)  # type: ignore[attr-defined]
+
+    download_from_hf.s2mlp_guard = True  # type: ignore[attr-defined]
+    download_from_hf.timm = timms  # type: ignore[attr-defined]
+    _hub.download_from_hf = download_from_hf
 
 
 def register() -> None:
     """One timm entrypoint and default cfg per card of our own families, named as the card. Runs at import;
     call it again after pointing `S2MLP_ZOO` at other cards to register the new ones."""
-    from timm.models import register_model
-    from timm.models._pretrained import PretrainedCfg
-    from timm.models._registry import _model_entrypoints, generate_default_cfgs
+    import timm
+    from timm.models import PretrainedCfg, generate_default_cfgs, register_model
 
     module = sys.modules[__name__]
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
     module.default_cfgs = getattr(module, "default_cfgs", {})  # where register_model looks for cfgs
     for card in cards().values():
-        if card.family_facts.from_timm or card.name in _model_entrypoints:
+        if card.family_facts.from_timm or timm.is_model(card.name):
             continue
         entrypoint = _entrypoint(card)
         entrypoint.__module__ = module.__name__

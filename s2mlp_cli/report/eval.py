@@ -9,7 +9,23 @@ from typing import Any
 
 from rich.text import Text
 
-from s2mlp_cli.report import _ORIGIN, EVAL_COLUMNS, Column, _num, _pct, _range, _table
+from s2mlp_cli.report.cells import ORIGIN, Column, num, pct, span
+from s2mlp_cli.report.tables import table
+
+EVAL_COLUMNS: list[Column] = [
+    ("model", lambda r: r["model"]),
+    ("set", lambda r: str(r.get("set") or "val")),
+    ("top-1", lambda r: pct(r["top1"])),
+    ("95% CI", lambda r: span(r.get("top1_ci95"), ".2f")),
+    ("top-5", lambda r: pct(r["top5"])),
+    ("loss", lambda r: num(r["loss"], ".4f")),
+    ("images", lambda r: f"{r['images']:,}"),
+    ("skipped", lambda r: str(r["skipped"])),
+    ("images/s", lambda r: num(r["images_per_s"], ".1f")),
+    ("paper", lambda r: pct(r["paper_top1"])),
+    ("Δ", lambda r: num(r["delta_top1"], "+.2f") + ("*" if r.get("paper_in_ci95") else "")),
+]
+
 
 NOISE = "≈"
 
@@ -29,7 +45,7 @@ def eval_tables(doc: dict[str, Any]) -> list[Any]:
         columns = [c for c in columns if c[0] != "set"]
         if all(r.get("paper_top1") is None for r in results):  # a run's own classes: no paper to compare
             columns = [c for c in columns if c[0] not in ("paper", "Δ")]
-        parts.append(_table(f"s2mlp eval: {name}{partial}", columns, results))
+        parts.append(table(f"s2mlp eval: {name}{partial}", columns, results))
     elif results:
         parts.append(_sets_table(results, sets, comparisons, partial))
     if len(sets) <= 1 and any(r.get("paper_in_ci95") for r in results):
@@ -50,7 +66,7 @@ def eval_tables(doc: dict[str, Any]) -> list[Any]:
             Text(
                 f"{r['model']}: resize {p['resize']} {p['interpolation']}, centre crop {p['input_size']} "
                 f"(crop_pct {p['crop_pct']}), mean {tuple(p['mean'])}, std {tuple(p['std'])}; "
-                f"weights {r['weights']} ({_ORIGIN[r.get('weights_origin', 'card')]})"
+                f"weights {r['weights']} ({ORIGIN[r.get('weights_origin', 'card')]})"
             )
         )
     for name in sets if len(sets) > 1 else sets[:1]:
@@ -70,7 +86,7 @@ def eval_tables(doc: dict[str, Any]) -> list[Any]:
 
 def _top1_cell(comparisons: list[dict], results: list[dict]) -> Any:
     def cell(r: dict) -> str:
-        return _pct(r["top1"]) + (f" {NOISE}" if _within_noise(comparisons, results, r) else "")
+        return pct(r["top1"]) + (f" {NOISE}" if _within_noise(comparisons, results, r) else "")
 
     return cell
 
@@ -100,12 +116,12 @@ def _sets_table(results: list[dict], sets: list[str], comparisons: list[dict], p
                 return "-"
             ci = r.get("top1_ci95")
             noise = f" {NOISE}" if _within_noise(comparisons, results, r) else ""
-            return f"{r['top1']:.2f} ({_range(ci, '.1f')}){noise}" if ci else f"{r['top1']:.2f}{noise}"
+            return f"{r['top1']:.2f} ({span(ci, '.1f')}){noise}" if ci else f"{r['top1']:.2f}{noise}"
 
         return (name, cell)
 
     columns: list[Column] = [("model", lambda row: row["model"]), *[column(s) for s in sets]]
-    return _table(f"s2mlp eval: top-1 % (95% CI) by set{partial}", columns, [{"model": m} for m in models])
+    return table(f"s2mlp eval: top-1 % (95% CI) by set{partial}", columns, [{"model": m} for m in models])
 
 
 def _comparison_lines(comparisons: list[dict]) -> list[str]:
@@ -126,8 +142,8 @@ def _corruption_tables(summary: list[dict]) -> list[Any]:
         mce = next(s for s in summary if s["model"] == model and s["corruption"] == "mCE")
         columns: list[Column] = [("corruption", lambda s: s["corruption"])]
         columns += [(f"err {k}", _severity(k)) for k in "12345"]
-        columns += [("mean", lambda s: _num(s["mean_error"], ".2f")), ("CE", lambda s: _num(s["ce"], ".2f"))]
-        parts.append(_table(f"{model} on ImageNet-C: top-1 error % by severity", columns, rows))
+        columns += [("mean", lambda s: num(s["mean_error"], ".2f")), ("CE", lambda s: num(s["ce"], ".2f"))]
+        parts.append(table(f"{model} on ImageNet-C: top-1 error % by severity", columns, rows))
         if mce["ce"] is not None:
             parts.append(
                 Text(f"{model}: mCE {mce['ce']:.2f} (normalised by AlexNet's errors, 15 corruptions)")
@@ -143,4 +159,4 @@ def _corruption_tables(summary: list[dict]) -> list[Any]:
 
 
 def _severity(k: str) -> Any:
-    return lambda s: _num(s["errors"].get(k), ".2f")
+    return lambda s: num(s["errors"].get(k), ".2f")
