@@ -152,8 +152,28 @@ def lookup(samples: list[Sample], prep: Preprocess, fp: str | None = None) -> Hi
         _remove(folder)
         return None
     crops = np.memmap(path, dtype=np.uint8, mode="r", shape=(len(samples), 3, size, size))
-    errors = meta.get("errors")
-    return Hit(folder, crops, {int(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else {})
+    errors = _errors(meta.get("errors"), crops)
+    if errors is None:  # a map the checked crops do not bear out: not believed, the entry is rebuilt
+        del crops
+        _remove(folder)
+        return None
+    return Hit(folder, crops, errors)
+
+
+def _errors(found: Any, crops: Any) -> dict[int, str] | None:
+    """The entry's map of unreadable images, believed only where the crops (whose sha256 was checked)
+    bear it out: each index in range and its crop the blank one a failed image gets. None otherwise."""
+    if not isinstance(found, dict):
+        return None
+    errors: dict[int, str] = {}
+    for k, v in found.items():
+        if not (isinstance(k, str) and k.isdigit() and isinstance(v, str) and v and len(v) <= 1000):
+            return None
+        i = int(k)
+        if i >= len(crops) or crops[i].any():
+            return None
+        errors[i] = v
+    return errors
 
 
 class Writer:

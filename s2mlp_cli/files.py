@@ -3,10 +3,11 @@ inside the folders we own."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sweep_atomic(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Remove what `atomic_path` leaves when a process is killed mid-write (`.NAME.xxxx.tmp`) for the
+    files `names` of a folder we own; the caller holds the folder's lock. Returns what it removed."""
+    removed = []
+    for name in names:
+        for leftover in folder.glob(f".{glob.escape(name)}.*.tmp"):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed
 
 
 def write_text_atomic(target: str | Path, text: str) -> None:

@@ -113,3 +113,13 @@ def setup(zoo: Path, tmp_path: Path, items):
         "images": len(items),
     }
     return weights, labels, expected
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """`s2mlp demo`'s generated set (train/, val/, real.json, v2/, colours/), as a user makes it."""
+    from helpers import run
+
+    code, _, stderr = run("demo", str(tmp_path / "demo"))
+    assert code == 0, stderr
+    return tmp_path / "demo"

@@ -32,6 +32,7 @@ LAYERS = {
     "version": 0,
     "errors": 0,
     "files": 0,
+    "schema": 0,
     "families": 1,
     "classes": 1,
     "significance": 1,

@@ -18,13 +18,6 @@ CPU = ["--device", "cpu", "--workers", "0"]
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    code, _, stderr = run("demo", str(tmp_path / "demo"))
-    assert code == 0, stderr
-    return tmp_path / "demo"
-
-
-@pytest.fixture
 def weights(zoo: Path, tmp_path: Path) -> Path:
     """evaltiny with spread logits, so top-1 is decided by the image and not by ties."""
     torch.manual_seed(3)

@@ -231,7 +231,7 @@ def test_bad_data_is_one_line_before_work(colours: Path, tmp_path: Path, change,
     "args, needles",
     [
         (["--set", "lrr=0.1"], ("--set", "unknown recipe key 'lrr' (did you mean lr?)")),
-        (["--set", "mixup=lots"], ("--set", "mixup: expected a number, got 'lots'")),
+        (["--set", "mixup=lots"], ("--set", "mixup: expected a finite number, got 'lots'")),
         (["--set", "epochs"], ("--set", "expected KEY=VALUE")),
         (["--recipe", "nosuch"], ("--recipe", "no such recipe file (built in: paper)")),
         (["--num-classes", "4"], ("--num-classes", "has 3 class folders, not 4")),

@@ -37,6 +37,10 @@ COMMANDS = {
 }
 
 
+# the commands that may reach the Hub (weights, configs, publishing)
+HUB_COMMANDS = {"pull", "push", "eval", "bench", "train", "predict", "export"}
+
+
 @contextlib.contextmanager
 def _signals_unwind() -> Iterator[None]:
     """While a command runs, SIGTERM and SIGHUP unwind the stack (and exit 143 / 129) instead of killing
@@ -63,6 +67,10 @@ class LazyGroup(click.Group):
         return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in HUB_COMMANDS and os.environ.get("HF_ENDPOINT") and ctx.resilient_parsing is False:
+            from s2mlp_cli.sources.places import endpoint
+
+            endpoint()  # a broken HF_ENDPOINT is one line, before huggingface_hub reads it at import
         if name not in COMMANDS:
             return None
         module, attr = COMMANDS[name].split(":")

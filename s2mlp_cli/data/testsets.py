@@ -12,14 +12,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from s2mlp_cli.data.labels import synset_index, timm_info
 from s2mlp_cli.data.layouts import class_folders, find_dataset
 from s2mlp_cli.data.samples import Dataset
-from s2mlp_cli.errors import DataError
+from s2mlp_cli.errors import DataError, S2MLPError
+from s2mlp_cli.schema import number, read_json
 
 SETS = {
     "val": "ImageNet-1k val",
@@ -161,15 +161,29 @@ def _imagenet_c(root: Path) -> list[Dataset]:
     return parts
 
 
-def attach_real(ds: Dataset, path: Path) -> None:
-    """Each val image's ReaL labels, by its ILSVRC2012_val number (image 1 is the list's first)."""
+REAL_MAX_BYTES = 64 * 2**20  # ReaL's real.json is 1.5 MB
+
+
+def read_real(path: Path) -> list[list[int]]:
+    """ReaL's labels: a JSON list with one list of class indices (0-999) per val image, checked whole."""
     try:
-        real = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        why = getattr(e, "strerror", None) or str(e).splitlines()[0]
-        raise DataError(f"{path}: cannot read the ReaL labels ({why})", param="real_labels") from None
+        real = read_json(path, "ReaL labels", REAL_MAX_BYTES, param="real_labels")
+    except S2MLPError as e:
+        raise DataError(e.message, param="real_labels") from None
     if not isinstance(real, list) or not all(isinstance(r, list) for r in real):
         raise DataError(f"{path}: ReaL labels are a JSON list of label lists", param="real_labels")
+    for n, labels in enumerate(real, 1):
+        for label in labels:
+            try:
+                number(label, f"{path}: entry {n}", lo=0, hi=999, integer=True, param="real_labels")
+            except S2MLPError as e:
+                raise DataError(f"{e.message} (a class index, 0-999)", param="real_labels") from None
+    return [[int(c) for c in labels] for labels in real]
+
+
+def attach_real(ds: Dataset, path: Path) -> None:
+    """Each val image's ReaL labels, by its ILSVRC2012_val number (image 1 is the list's first)."""
+    real = read_real(path)
     lists = []
     for s in ds.samples:
         m = _VAL_NUMBER.search(s.key)

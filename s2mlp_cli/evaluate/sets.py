@@ -4,13 +4,13 @@ predictions of an earlier run), and ImageNet-C's errors, corruption errors and m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.data.samples import Dataset
 from s2mlp_cli.data.testsets import CORRUPTIONS, SETS
 from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.schema import read_json
 from s2mlp_cli.significance import ALPHA, contains, mcnemar, wilson
 
 # AlexNet's top-1 error per corruption and severity 1-5 on ImageNet-C: the normaliser of the corruption
@@ -127,28 +127,29 @@ def _pair(a: str, b: str, set_name: str, right_a: Any, right_b: Any) -> dict[str
     }
 
 
+PREDICTIONS_MAX_BYTES = 512 * 2**20  # ImageNet val's 50,000 predictions of several models: ~30 MB
+
+
 def read_saved(path: str | Path, labels: dict[str, dict[str, int]]) -> dict[str, dict[str, dict[str, bool]]]:
     """An earlier run's `--save-predictions` JSON lines as {set: {"model (file)": {key: top-1 right}}}.
     A row without `set` belongs to the val set. Labels must agree with this run's (`labels[set][key]`)."""
     path = Path(path).expanduser()
     out: dict[str, dict[str, dict[str, bool]]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise S2MLPError(
-            f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})", param="compare_with"
-        ) from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    rows = read_json(path, "saved predictions", PREDICTIONS_MAX_BYTES, param="compare_with", lines=True)
+    for n, r in enumerate(rows, 1):
         try:
-            r = json.loads(line)
-            model, key, label, top5 = r["model"], r["key"], int(r["label"]), r["top5"]
+            model, key, label, top5 = r["model"], r["key"], r["label"], r["top5"]
             set_name = r.get("set", "val")
-        except (ValueError, KeyError, TypeError):
+            ok = isinstance(model, str) and isinstance(key, str) and isinstance(set_name, str)
+            ok = ok and isinstance(label, int) and not isinstance(label, bool) and isinstance(top5, list)
+            ok = ok and all(isinstance(c, int) and not isinstance(c, bool) for c in top5)
+        except (KeyError, TypeError, AttributeError):
+            ok = False
+        if not ok:
             raise S2MLPError(
-                f"{path}:{n}: not a saved prediction (model, key, label, top5)", param="compare_with"
-            ) from None
+                f"{path}: prediction {n}: not a saved prediction (model, key, label, top5)",
+                param="compare_with",
+            )
         if set_name in labels and labels[set_name].get(key, label) != label:
             raise S2MLPError(
                 f"{path}:{n}: {key} is labelled {label} there and {labels[set_name][key]} here",
@@ -156,6 +157,17 @@ def read_saved(path: str | Path, labels: dict[str, dict[str, int]]) -> dict[str,
             )
         name = f"{model} ({path.name})"
         out.setdefault(set_name, {}).setdefault(name, {})[key] = bool(top5) and int(top5[0]) == label
+    for set_name, by_model in out.items():  # before any image is decoded: the same images, or nothing
+        keys = labels.get(set_name)
+        for model, by_key in by_model.items():
+            if keys is not None and set(by_key) != set(keys):
+                missing = len(set(keys) - set(by_key))
+                raise S2MLPError(
+                    f"{model} was scored on other images than set {set_name} ({len(by_key):,} saved, "
+                    f"{len(keys):,} here, {missing:,} of these missing there): a paired test needs the "
+                    "same images",
+                    param="compare_with",
+                )
     return out
 
 

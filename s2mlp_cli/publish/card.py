@@ -8,6 +8,7 @@ from typing import Any
 
 from s2mlp_cli.publish.request import Evidence
 from s2mlp_cli.report import Column, markdown_table
+from s2mlp_cli.report.cells import md_escape
 from s2mlp_cli.zoo import Card
 
 WEIGHTS_FILE = "model.safetensors"
@@ -97,15 +98,10 @@ def _classes_row(classes: list[str] | None) -> list[str]:
     """Weights trained on a run's own classes: their names in label order (as the metadata holds them)."""
     if not classes:
         return ["| classes | ImageNet-1k's 1000 (sorted synsets) |"]
-    shown = ", ".join(_escape(c) for c in classes[:50]) + (
+    shown = ", ".join(md_escape(c) for c in classes[:50]) + (
         f", ... ({len(classes)} in all)" if len(classes) > 50 else ""
     )
     return [f"| classes | {len(classes)} of the run's own, in label order: {shown} |"]
-
-
-def _escape(text: str) -> str:
-    """A name inside a Markdown table cell: no cell break, no markup, no HTML."""
-    return "".join("\\" + ch if ch in "\\|`*_[]<>#" else ch for ch in text.replace("\n", " "))
 
 
 def _eval_section(evidence: Evidence) -> list[str]:

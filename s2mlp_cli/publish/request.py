@@ -3,13 +3,14 @@ about the pushed variant, with their conditions, all checked before any weights 
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.errors import ProblemsError, S2MLPError
+from s2mlp_cli.schema import read_json
 from s2mlp_cli.sources.places import HEX40, REPO_ID
 from s2mlp_cli.zoo import Card, get_card
 
@@ -71,16 +72,12 @@ def _result(path: str | Path | None, param: str, card: Card, problems: list[S2ML
     if path is None:
         return None
     try:
-        doc = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except OSError as e:
-        problems.append(S2MLPError(f"{path}: cannot read it ({e.strerror})", param=param))
-        return None
-    except ValueError:
-        problems.append(
-            S2MLPError(
-                f"{path}: not JSON", param=param, next_step="json_result", advice="write the result as .json"
-            )
+        doc = read_json(Path(path).expanduser(), "result file", EVIDENCE_MAX_BYTES, param=param)
+    except S2MLPError as e:
+        step = (
+            {"next_step": "json_result", "advice": "write the result as .json"} if "JSON" in e.message else {}
         )
+        problems.append(S2MLPError(e.message, param=param, **step))
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or "env" not in doc:
         problems.append(S2MLPError(f"{path}: not an s2mlp result file (no env and results)", param=param))
@@ -99,8 +96,20 @@ def _result(path: str | Path | None, param: str, card: Card, problems: list[S2ML
     return doc
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+EVIDENCE_MAX_BYTES = 64 * 2**20
+
+
+def _number(v: Any, lo: float = 0.0, hi: float = math.inf) -> bool:
+    """A finite number in [lo, hi]: a NaN, an infinity or a top-1 of 150% is no evidence."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _pct(v: Any) -> bool:
+    return _number(v, 0.0, 100.0)
 
 
 def _pair(v: Any) -> bool:
@@ -109,18 +118,18 @@ def _pair(v: Any) -> bool:
 
 # what the model card reads from each row, and the type it must have (None allowed where a run leaves it)
 EVAL_FIELDS: dict[str, Any] = {
-    "top1": _number,
-    "top5": _number,
+    "top1": _pct,
+    "top5": _pct,
     "loss": _number,
-    "images": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "skipped": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "images": _count,
+    "skipped": _count,
     "weights_sha256": lambda v: isinstance(v, str) and bool(re.fullmatch(r"[0-9a-f]{64}", v)),
     "set": lambda v: v is None or isinstance(v, str),
     "dtype": lambda v: v is None or isinstance(v, str),
 }
 BENCH_FIELDS: dict[str, Any] = {
-    "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "throughput": _number,
+    "batch_size": lambda v: _count(v) and v >= 1,
+    "throughput": lambda v: _number(v) and v > 0,
     "throughput_iqr": lambda v: v is None or _pair(v),
     "latency_bs1_ms": lambda v: v is None or (isinstance(v, dict) and _number(v.get("p50"))),
     "peak_memory_mib": lambda v: v is None or _number(v),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.files import write_text_atomic
-from s2mlp_cli.report.cells import Column
+from s2mlp_cli.report.cells import Column, md_escape
 
 FORMATS = (".json", ".csv", ".md")
 
@@ -80,10 +80,11 @@ def to_csv(doc: dict[str, Any]) -> str:
 
 
 def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """A Markdown table's lines: the header, the rule, one line per row (a `|` in a cell escaped)."""
+    """A Markdown table's lines: the header, the rule, one line per row (each cell escaped: one line, no
+    `|`, no markup or HTML from what a result file says)."""
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(cell(r).replace("|", "\\|") for _, cell in columns) + " |")
+        lines.append("| " + " | ".join(md_escape(cell(r)) for _, cell in columns) + " |")
     return lines
 
 

@@ -28,3 +28,10 @@ def rate(value: float | None) -> str:
 
 def lat(d: dict | None, a: str, b: str) -> str:
     return "-" if not d else f"{d[a]:.1f} / {d[b]:.1f}"
+
+
+def md_escape(text: str) -> str:
+    """Text inside a Markdown table cell: one line, no cell break, no links, code or HTML (emphasis
+    characters stay: they cannot reach outside the cell)."""
+    flat = " ".join(str(text).splitlines())
+    return "".join("\\" + ch if ch in "\\|`[]<>" else ch for ch in flat)

@@ -12,6 +12,7 @@ rate stays too low to finish, is given up.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import time
@@ -36,6 +37,24 @@ STALL_BYTES = 64 * 1024
 MIN_RATE = 100 * 1024
 MIN_RATE_AFTER_S = 120.0
 RESUMES = 5  # a GET that breaks off is resumed (Range) this many times within one run
+DEADLINE_ENV = "S2MLP_DOWNLOAD_DEADLINE"  # seconds one download may take in all, resumes included
+DEADLINE_S = 3 * 3600.0  # a 1 GB file at the slowest average allowed (100 KiB/s) takes 2.9 h
+
+
+def deadline_s() -> float:
+    """The overall deadline of one download: `S2MLP_DOWNLOAD_DEADLINE` seconds, else DEADLINE_S."""
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return DEADLINE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise HubError(f"{DEADLINE_ENV}={text[:30]!r}: expected a number of seconds above 0")
+    return value
+
+
 MAX_SMALL = 1 << 20  # `fetch_small` (config files) reads at most this much
 _GAVE_UP = "gave up and removed the partial file, run it again"
 
@@ -140,6 +159,7 @@ def _stream(src: Source, meta: Meta, take: Callable[[bytes], Any], limit: int | 
     headers["Accept-Encoding"] = "identity"
     got, tries, start = 0, 0, time.monotonic()
     window_start, window_got = start, 0
+    deadline = deadline_s()
     while True:
         if got:
             headers["Range"] = f"bytes={got}-"
@@ -167,6 +187,11 @@ def _stream(src: Source, meta: Meta, take: Callable[[bytes], Any], limit: int | 
                                 f"the Hub at {endpoint()} sent {src} too slowly ({took}); {_GAVE_UP}"
                             )
                         window_start, window_got = now, 0
+                    if now - start > deadline:
+                        took = f"{got:,} bytes in {now - start:.0f} s; {DEADLINE_ENV} allows {deadline:.0f} s"
+                        raise HubError(
+                            f"the Hub at {endpoint()} did not finish sending {src} ({took}); {_GAVE_UP}"
+                        )
                     if now - start >= MIN_RATE_AFTER_S and got / (now - start) < MIN_RATE:
                         took = f"on average {got / (now - start):,.0f} bytes/s over {now - start:.0f} s"
                         raise HubError(f"the Hub at {endpoint()} sent {src} too slowly ({took}); {_GAVE_UP}")

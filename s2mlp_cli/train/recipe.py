@@ -9,6 +9,7 @@ No torch here."""
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from s2mlp_cli import schema
 from s2mlp_cli.errors import S2MLPError
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -125,6 +127,9 @@ def load_problems(
         name = str(mine.get("name") or path.stem)
         resolved = mine.get("resolved") is True
         for key, entry in (mine.get("values") or {}).items():
+            if isinstance(entry, dict) and "value" not in entry:
+                problems.append(S2MLPError(f"{path.name}: {key}: an entry needs a `value:`", param="recipe"))
+                continue
             value, source = (
                 (entry["value"], entry.get("source")) if isinstance(entry, dict) else (entry, None)
             )
@@ -224,14 +229,22 @@ def _parse(key: str, text: str) -> Any:
 
 def _check(key: str, value: Any, param: str, where: str) -> S2MLPError | None:
     """Whether `value` is a valid `key`; the problem, naming the key and the closest known key."""
+    if not isinstance(key, str):
+        return S2MLPError(f"{where}{key!r}: a recipe key is a name (known: {', '.join(KEYS)})", param=param)
     if key not in KEYS:
         close = difflib.get_close_matches(key, KEYS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(KEYS)})"
         return S2MLPError(f"{where}unknown recipe key {key!r}{hint}", param=param)
     kind, _ = KEYS[key]
+    value = _number_text(value) if kind in ("float", "int") else value
+    if kind in ("float", "int"):  # type and finiteness through the one validation layer
+        try:
+            schema.number(value, f"{where}{key}", integer=kind == "int", param=param)
+        except S2MLPError as e:
+            return e
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and value == value,
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
         "str": isinstance(value, str) and bool(value),
         "optional-str": value is None or (isinstance(value, str) and bool(value)),
         "bool": isinstance(value, bool),
@@ -242,7 +255,7 @@ def _check(key: str, value: Any, param: str, where: str) -> S2MLPError | None:
     if not ok:
         want = {
             "int": "a whole number",
-            "float": "a number",
+            "float": "a finite number",
             "str": "a name",
             "optional-str": "a name or none",
             "bool": "true or false",
@@ -253,6 +266,8 @@ def _check(key: str, value: Any, param: str, where: str) -> S2MLPError | None:
         return S2MLPError(
             f"{where}{key}: expected one of {', '.join(CHOICES[key])}, got {value!r}", param=param
         )
+    if key == "auto_augment" and (problem := _augment_problem(value)) is not None:
+        return S2MLPError(f"{where}auto_augment: {problem}, got {value!r}", param=param)
     if key in UNIT and not 0 <= value <= 1:
         return S2MLPError(f"{where}{key}: expected a value from 0 to 1, got {value!r}", param=param)
     if key in POSITIVE and value <= 0:
@@ -264,8 +279,46 @@ def _check(key: str, value: Any, param: str, where: str) -> S2MLPError | None:
     return None
 
 
+# timm's auto-augment policies: RandAugment and AugMix take `-`-separated settings, a letter code and a
+# number each (rand-m9-mstd0.5-inc1); AutoAugment takes a policy name
+_AUGMENT_PARTS = {
+    "rand": {"m", "n", "mstd", "mmax", "w", "inc", "p"},
+    "augmix": {"m", "w", "d", "a", "b"},
+}
+_AUGMENT_POLICIES = ("original", "originalr", "v0", "v0r", "3a")
+
+
+def _augment_problem(value: Any) -> str | None:
+    """What is wrong with an auto-augment policy (None: nothing), found before timm would assert."""
+    if value is None or value.lower() == "none" or value in _AUGMENT_POLICIES:
+        return None
+    head, *parts = value.split("-")
+    if head not in _AUGMENT_PARTS:
+        return f"expected none, {', '.join(_AUGMENT_POLICIES)}, or rand-... / augmix-... settings"
+    for part in parts:
+        name = part.rstrip("0123456789.")
+        if name not in _AUGMENT_PARTS[head] or name == part or part.count(".") > 1:
+            known = ", ".join(sorted(_AUGMENT_PARTS[head]))
+            return f"{part!r} is not a {head} setting (a code of {known}, then a number)"
+    return None
+
+
+def _number_text(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` and `1.0e308` as strings; a number written so is a number."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return (
+            int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+        )
+    return value
+
+
 def _coerce(key: str, value: Any) -> Any:
     kind = KEYS[key][0]
+    value = _number_text(value) if kind in ("float", "int") else value
     if kind == "float":
         return float(value)
     if kind == "pair":

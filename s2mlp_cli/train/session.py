@@ -12,7 +12,7 @@ from typing import Any
 from s2mlp_cli.console import duration, info
 from s2mlp_cli.distributed import Shard
 from s2mlp_cli.errors import S2MLPError
-from s2mlp_cli.files import file_sha256, flock, write_text_atomic
+from s2mlp_cli.files import file_sha256, flock, sweep_atomic, write_text_atomic
 from s2mlp_cli.runtime import compiled
 from s2mlp_cli.train import data, state
 from s2mlp_cli.train.request import Plan, TrainOptions, class_metadata
@@ -103,6 +103,8 @@ class Session:
         with flock(output / ".lock", wait=True) if shard.rank == 0 else _held() as held:
             if not held:
                 raise S2MLPError(f"{output}: another run is using this folder", param="output")
+            if shard.rank == 0 and (swept := sweep_atomic(output, WRITTEN)):
+                info(f"{output}: removed {len(swept)} half-written file(s) a stopped run left")
             session = cls(p, opts, device, shard)
             if opts.resume:
                 session._resume()
@@ -114,6 +116,8 @@ class Session:
 
     def _resume(self) -> None:
         saved = state.load_state(self.p.output)
+        steps = data.steps_per_epoch(len(self.p.train.samples), self.p.recipe.batch_size)
+        ema = self.ema.module if self.ema is not None else None
         for key, mine in (("variant", self.p.card.name), ("classes", self.p.classes)):
             if saved.get(key) != mine:
                 what = "class folders" if key == "classes" else "variant"
@@ -122,6 +126,7 @@ class Session:
                     "started",
                     param="output",
                 )
+        state.check_state(saved, self.bare, ema, self.p.recipe.values, steps, self.p.output / state.STATE)
         self.bare.load_state_dict(saved["model"])
         if self.ema is not None:
             self.ema.module.load_state_dict(saved["ema"])
@@ -264,6 +269,18 @@ class Session:
             f"s2mlp eval --variant {name} --weights {best} --data {self.p.val.root} --output {result}",
             f"s2mlp push {name} --weights {best} --repo ORG/NAME --eval {result}",
         ]
+
+
+# every file a run writes into its folder, each atomically (a kill mid-write leaves `.NAME.xxxx.tmp`)
+WRITTEN = (
+    "last.safetensors",
+    "best.safetensors",
+    "state.pt",
+    "log.jsonl",
+    "recipe.yaml",
+    "curves.png",
+    ".s2mlp-train",
+)
 
 
 @contextmanager

@@ -62,6 +62,60 @@ def load_state(output: Path) -> dict[str, Any]:
     return state
 
 
+def check_state(
+    saved: dict[str, Any], model: Any, ema: Any, recipe: dict[str, Any], steps: int, path: Path
+) -> None:
+    """A saved state is evidence, not an instruction: before a resume uses it, its weights must be the
+    model's (names, shapes, dtypes, finite), its counters within the run, its recipe the run's; one
+    line on the first mismatch."""
+    import torch
+
+    def bad(what: str) -> S2MLPError:
+        return S2MLPError(
+            f"{path}: {what}; it cannot be resumed (start a new run, or remove --resume)", param="output"
+        )
+
+    for key in (
+        "model",
+        "optimizer",
+        "scheduler",
+        "epoch",
+        "step",
+        "seconds",
+        "loss_sum",
+        "loss_steps",
+        "best",
+        "rng",
+    ):
+        if key not in saved:
+            raise bad(f"no {key} in the state")
+    if saved.get("recipe") is not None and saved["recipe"] != recipe:
+        changed = sorted(
+            k for k in set(saved["recipe"]) | set(recipe) if saved["recipe"].get(k) != recipe.get(k)
+        )
+        raise bad(f"it was saved with another recipe ({', '.join(changed[:4])} differ)")
+    epoch, step = saved["epoch"], saved["step"]
+    counters = all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, step, saved["loss_steps"]))
+    if not counters or not 0 <= epoch <= recipe["epochs"] or not 0 <= step < max(steps, 1):
+        raise bad(f"its counters are off (epoch {epoch!r} of {recipe['epochs']}, step {step!r} of {steps})")
+    for name, mine, theirs in (("model", model, saved["model"]), ("EMA", ema, saved.get("ema"))):
+        if mine is None:
+            continue
+        if not isinstance(theirs, dict):
+            raise bad(f"no {name} weights in the state")
+        ours = mine.state_dict()
+        if set(theirs) != set(ours):
+            extra = sorted(set(theirs) ^ set(ours))
+            raise bad(
+                f"its {name} weights are another model's ({len(extra)} tensor names differ: {extra[0]})"
+            )
+        for key, t in theirs.items():
+            if not isinstance(t, torch.Tensor) or t.shape != ours[key].shape or t.dtype != ours[key].dtype:
+                raise bad(f"its {name} tensor {key} does not fit the model")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise bad(f"its {name} tensor {key} holds NaN or infinity")
+
+
 def rng_states() -> dict[str, Any]:
     import numpy as np
     import torch
