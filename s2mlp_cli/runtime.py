@@ -162,3 +162,32 @@ def autocast(device: str, amp: str):
     if amp == "none":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def cpu_threads(workers: int, processes: int = 1, override: int | None = None) -> tuple[int, str]:
+    """Intra-op threads for a CPU job, and the rule's words for the conditions line. The cores are
+    shared by the processes (torchrun) and, in each, by its decoding workers: threads = cores per process
+    less the workers, at least 1, so that a default run never asks for more threads than there are cores
+    (2 loader workers and 2 threads on 2 cores slowed runs 10-100x on a busy machine). `override`
+    (`--threads`) is taken as it is."""
+    cores = os.cpu_count() or 1
+    if override is not None:
+        return override, f"{override} (--threads)"
+    per_process = max(1, cores // max(1, processes))
+    threads = max(1, per_process - workers)
+    return threads, (
+        f"{threads}: {cores} cores / {processes} process{'es' if processes != 1 else ''}, less {workers} "
+        f"loader worker{'s' if workers != 1 else ''}"
+    )
+
+
+def use_cpu_threads(device: str, workers: int, processes: int, override: int | None) -> str:
+    """Set torch's intra-op threads by `cpu_threads` for a CPU job (a GPU job keeps torch's default);
+    the rule as said in the results' env."""
+    import torch
+
+    if device != "cpu":
+        return f"{torch.get_num_threads()} (torch's default; the work is on the GPU)"
+    threads, why = cpu_threads(workers, processes, override)
+    torch.set_num_threads(threads)
+    return why

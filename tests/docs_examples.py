@@ -177,6 +177,8 @@ def run_python(example: Example, cwd: Path, env: dict[str, str]) -> subprocess.C
     os.chdir(cwd)
     os.environ.update({k: env[k] for k in IN_PROCESS_ENV})
     code = 0
+    if "s2mlp_cli.models" in sys.modules:  # imported earlier under another test's zoo: the shipped cards too
+        sys.modules["s2mlp_cli.models"].register()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             exec(compile(example.text, example.where, "exec"), {"__name__": "__main__"})

@@ -243,3 +243,18 @@ def test_pull_says_each_failure_once_and_json_says_it_too(zoo: Path) -> None:
     row = json.loads(stdout)["results"][0]
     assert row["status"] == "failed" and "no pretrained weights are published" in row["detail"]
     assert stderr.count("no pretrained weights are published") == 1
+
+
+def test_cpu_threads_never_outnumber_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2mlp_cli import runtime
+
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    assert runtime.cpu_threads(workers=2)[0] == 1  # 2 cores, 2 loader workers: 1 thread, not 2
+    assert runtime.cpu_threads(workers=0)[0] == 2
+    assert runtime.cpu_threads(workers=0, processes=2)[0] == 1  # torchrun: the cores are shared
+    assert runtime.cpu_threads(workers=8, override=3) == (3, "3 (--threads)")
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)
+    assert runtime.cpu_threads(workers=4, processes=2) == (
+        4,
+        "4: 16 cores / 2 processes, less 4 loader workers",
+    )

@@ -69,24 +69,26 @@ def test_push_reads_the_target_config_without_writing_what_the_hub_names(
 
 
 def test_timm_hf_hub_config_is_fetched_by_us(fake_hub: FakeHub, tmp_path: Path) -> None:
-    """`timm.create_model("hf-hub:...")` after `import s2mlp_cli.models`: the config goes through one
-    verified HEAD and GET, never through a client that names a file after a later answer."""
+    """`timm.create_model("hf-hub:...")` after `import s2mlp_cli.models`, for a repository a card names:
+    the config goes through one verified HEAD and GET, never through a client that names a file after a
+    later answer. (Other repositories' configs go through timm's own download: tests/test_timm_citizen.py.)"""
     import timm
 
-    import s2mlp_cli.models  # registers the zoo and guards timm's Hub config fetch
+    import s2mlp_cli.models  # registers the zoo and guards timm's Hub config fetch for our repositories
 
     s2mlp_cli.models.register()  # the tiny zoo's cards, if another test imported the package first
 
     config = {"architecture": "hubtiny", "num_classes": 10, "pretrained_cfg": {"input_size": [3, 56, 56]}}
     fake_hub.add(
-        "me/cfg", {"config.json": json.dumps(config).encode(), "model.safetensors": tiny_weights()[0]}
+        "testorg/hubtiny",
+        {"config.json": json.dumps(config).encode(), "model.safetensors": tiny_weights()[0]},
     )
     fake_hub.later_etags["config.json"] = _climb(_outside(tmp_path))
-    model = timm.create_model("hf-hub:me/cfg", pretrained=True)
+    model = timm.create_model("hf-hub:testorg/hubtiny", pretrained=True)
     assert model.num_classes == 10 and not _outside(tmp_path).exists()
     fake_hub.etags["config.json"] = _climb(_outside(tmp_path))  # a first answer that climbs is refused
     with pytest.raises(Exception, match="not a plain hex checksum"):
-        timm.create_model("hf-hub:me/cfg@main", pretrained=False)
+        timm.create_model("hf-hub:testorg/hubtiny@main", pretrained=False)
     assert not _outside(tmp_path).exists()
 
 

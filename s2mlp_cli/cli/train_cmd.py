@@ -40,6 +40,11 @@ from s2mlp_cli.runtime import AMP, DEVICES
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, slower.")
 @click.option("--tf32", is_flag=True, help="Allow TF32 matmuls on the GPU.")
 @click.option("--workers", type=click.IntRange(0), help="Data-loading processes (default: cores, at most 8).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    help="CPU intra-op threads (default: the cores per process less the loader workers, at least 1).",
+)
 @click.option("--plot", is_flag=True, help="Draw OUTPUT/curves.png (loss and top-1 by epoch).")
 @json_option
 def train_command(

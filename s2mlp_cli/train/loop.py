@@ -87,6 +87,7 @@ def _train(p: Plan, opts: TrainOptions, device: str, shard: Shard, stop: Stop | 
             _epoch(p, opts, session, shard, device, flag, stop)
         doc = report.document(environment(device, opts.amp, opts.tf32), [session.summary()])
         doc["env"].update(processes=shard.world, channels_last=opts.channels_last, compile=opts.compile)
+        doc["env"].update(workers=session.workers, thread_rule=session.threads)
         doc["next"] = session.next_commands(opts)
     return doc
 
@@ -102,6 +103,7 @@ def _say_start(p: Plan, session: Session, shard: Shard) -> None:
         f"{shard.world}), lr {r.lr:.4g}, {data.steps_per_epoch(len(p.train.samples), r.batch_size):,} steps "
         f"per epoch; every value and its source: {p.output / 'recipe.yaml'}"
     )
+    info(f"cpu threads {session.threads}" if session.device == "cpu" else f"threads {session.threads}")
     if session.epoch or session.step:
         info(f"resuming at epoch {session.epoch + 1}, step {session.step}")
 

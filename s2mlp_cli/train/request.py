@@ -46,6 +46,7 @@ class TrainOptions:
     grad_checkpointing: bool = False
     tf32: bool = False
     workers: int | None = None  # data-loading processes per training process
+    threads: int | None = None  # CPU intra-op threads; None: runtime.cpu_threads's rule
     plot: bool = False  # OUTPUT/curves.png after each epoch
     progress: bool = True
 

@@ -13,7 +13,7 @@ from s2mlp_cli.console import duration, info
 from s2mlp_cli.distributed import Shard
 from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.files import file_sha256, flock, sweep_atomic, write_text_atomic
-from s2mlp_cli.runtime import compiled
+from s2mlp_cli.runtime import compiled, use_cpu_threads
 from s2mlp_cli.train import data, state
 from s2mlp_cli.train.request import Plan, TrainOptions, class_metadata
 
@@ -34,6 +34,7 @@ class Session:
         self.rank0 = shard.rank == 0
         cores = max(1, (os.cpu_count() or 1) // shard.world)
         self.workers = min(8, cores) if opts.workers is None else min(opts.workers, cores)
+        self.threads = use_cpu_threads(device, self.workers, shard.world, opts.threads)
         self.dataset = data.TrainSet(p.train.samples, data.train_transform(r, p.card.preprocess), r.seed)
         data.seed_all(data.seed_of(r.seed, -1))  # the initial weights
         model = arch.create(p.card, num_classes=p.num_classes, drop_path_rate=r.drop_path)
