@@ -56,6 +56,7 @@ def write(target: str | Path) -> dict:
     index = {w: i for i, w in enumerate(synsets())}
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    work.chmod(0o777 & ~_umask())  # the folder a plain mkdir makes, not mkdtemp's private one
     try:
         real, number, counts = [], 0, {"train": 0, "val": 0}
         for split, per_class in PER_SPLIT.items():
@@ -86,6 +87,14 @@ def write(target: str | Path) -> dict:
         "wnids": wnids,
         "own_classes": sorted(COLOURS),
     }
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _save(image, path: Path) -> None:

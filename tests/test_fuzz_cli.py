@@ -113,7 +113,14 @@ def offline_world(zoo: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.slow  # processes
-def test_random_command_lines_exit_0_1_or_2_without_a_traceback(offline_world, tmp_path: Path) -> None:
+def test_random_command_lines_exit_0_1_or_2_without_a_traceback(
+    offline_world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = (
+        tmp_path / "cwd"
+    )  # commands that write (demo, export, predict --output) write here, not in the repo
+    work.mkdir()
+    monkeypatch.chdir(work)
     rng = random.Random(SEED)
     pools = _pools(tmp_path)
     runner = Runner()

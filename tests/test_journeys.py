@@ -72,6 +72,14 @@ def _imported(tmp_path: Path, *variants: str) -> None:
         assert code == 0, stderr
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -96,6 +104,7 @@ def test_demo_writes_the_set_the_docs_use_and_refuses_a_folder_of_yours(tmp_path
     one_line_error(code, stderr, 2, "not empty and not a demo folder")
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left beside
+    assert demo.stat().st_mode & 0o777 == 0o777 & ~_umask()  # a folder as mkdir makes it, not a private one
 
 
 def test_ten_of_your_own_classes_train_eval_push_pull(
