@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.files import umask
 
 MARK = ".s2mlp-demo"
 COLOURS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
@@ -56,7 +57,7 @@ def write(target: str | Path) -> dict:
     index = {w: i for i, w in enumerate(synsets())}
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    work.chmod(0o777 & ~_umask())  # the folder a plain mkdir makes, not mkdtemp's private one
+    work.chmod(0o777 & ~umask())  # the folder a plain mkdir makes, not mkdtemp's private one
     try:
         real, number, counts = [], 0, {"train": 0, "val": 0}
         for split, per_class in PER_SPLIT.items():
@@ -87,14 +88,6 @@ def write(target: str | Path) -> dict:
         "wnids": wnids,
         "own_classes": sorted(COLOURS),
     }
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _save(image, path: Path) -> None:

@@ -14,6 +14,8 @@ from fakehub import FakeHub
 from helpers import one_line_error, run
 from PIL import Image
 
+from s2mlp_cli.files import umask
+
 TOKEN = "hf_alice_token"
 CPU = ["--device", "cpu", "--workers", "0"]
 SHORT = [
@@ -72,14 +74,6 @@ def _imported(tmp_path: Path, *variants: str) -> None:
         assert code == 0, stderr
 
 
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -104,7 +98,7 @@ def test_demo_writes_the_set_the_docs_use_and_refuses_a_folder_of_yours(tmp_path
     one_line_error(code, stderr, 2, "not empty and not a demo folder")
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left beside
-    assert demo.stat().st_mode & 0o777 == 0o777 & ~_umask()  # a folder as mkdir makes it, not a private one
+    assert demo.stat().st_mode & 0o777 == 0o777 & ~umask()  # a folder as mkdir makes it, not a private one
 
 
 def test_ten_of_your_own_classes_train_eval_push_pull(
