@@ -33,9 +33,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from s2mlp_cli import cache
-from s2mlp_cli.data import EvalSet, find_dataset, normalize, synsets
-from s2mlp_cli.evaluate import Options, Shard
+from s2mlp_cli import distributed
+from s2mlp_cli.data import EvalSet, cache, find_dataset, normalize, synsets
+from s2mlp_cli.evaluate import Options
 from s2mlp_cli.evaluate.feed import source as _source
 from s2mlp_cli.zoo import Preprocess
 
@@ -123,7 +123,7 @@ def shard_worker(root: str, workers: int, batch_size: int) -> None:
     """One torchrun process: its share of the images through the uncached path; rank 0 prints images/s."""
     prep = Preprocess(SIZE, CROP, INTERP, MEAN, STD)
     dataset = find_dataset(root)
-    shard = Shard.from_env("cpu")
+    shard = distributed.start("cpu")
     opts = Options("cpu", batch_size, workers, cache=False, shard=shard)
     indices = shard.indices(len(dataset.samples))
     import torch.distributed as dist

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from s2mlp_cli.api import create_model, load_weights
 from s2mlp_cli.arch import build, spatial_shift1
 from s2mlp_cli.arch.s2mlp import ShiftMixing
-from s2mlp_cli.stats import count_gmacs, count_params
+from s2mlp_cli.bench.stats import count_gmacs, count_params
 from s2mlp_cli.zoo import cards
 
 TINY = ["vip_tiny", "vip_tiny_notrans", "gfnet_tiny", "gfnet_h_tiny"]

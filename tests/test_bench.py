@@ -14,10 +14,10 @@ from helpers import Runner
 from s2mlp_cli import report
 from s2mlp_cli.api import create_model
 from s2mlp_cli.bench import Row, Settings, Spec, add_ratios, draw_plot, expand_models, measure, summarize
+from s2mlp_cli.bench.stats import count_gmacs, count_params
 from s2mlp_cli.cli import main
 from s2mlp_cli.errors import S2MLPError
 from s2mlp_cli.report import BENCH_COLUMNS
-from s2mlp_cli.stats import count_gmacs, count_params
 
 QUICK = ["--batch-size", "2", "--iters", "2", "--warmup", "0", "--device", "cpu"]
 

@@ -37,7 +37,7 @@ def test_doctor_for_a_gpu_that_is_not_here_fails_in_one_line() -> None:
 
 
 def test_timing_band_warns_for_a_host_bound_model_and_fails_only_past_the_wall_clock() -> None:
-    from s2mlp_cli.doctor import _timing_check
+    from s2mlp_cli.bench.doctor import _timing_check
 
     assert _timing_check(0.95)["verdict"] == "ok"
     assert _timing_check(0.4)["verdict"] == "warn"  # a tiny model: launches and syncs between calls

@@ -14,9 +14,8 @@ import pytest
 import torch
 from helpers import Runner, check, run_eval
 
-from s2mlp_cli import cache
 from s2mlp_cli.cli import main
-from s2mlp_cli.data import Preprocess, find_dataset, synsets
+from s2mlp_cli.data import Preprocess, cache, find_dataset, synsets
 
 REPO = Path(__file__).resolve().parents[1]
 

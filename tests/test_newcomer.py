@@ -189,8 +189,8 @@ def test_cache_list_fits_and_says_when_empty(zoo: Path, width: int, setup, tmp_p
     code, _, stderr = run("eval", "--variant", "evaltiny", "--weights", str(weights), "--data", str(root),
                           "--device", "cpu", "--workers", "0")  # fmt: skip
     assert code == 0, stderr
-    from s2mlp_cli import cache
     from s2mlp_cli.cli.cache_cmd import cache_command  # noqa: F401  (the table the command prints)
+    from s2mlp_cli.data import cache
     from s2mlp_cli.report import FitTable
 
     rows = cache.entries()

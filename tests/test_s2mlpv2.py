@@ -15,8 +15,8 @@ from s2mlp_cli.api import create_model
 from s2mlp_cli.arch import build, spatial_shift1, spatial_shift2
 from s2mlp_cli.arch.layers import Downsample
 from s2mlp_cli.arch.s2mlpv2 import S2Attention
+from s2mlp_cli.bench.stats import count_gmacs, count_params
 from s2mlp_cli.errors import S2MLPError, WeightsUnavailableError
-from s2mlp_cli.stats import count_gmacs, count_params
 
 TINY = dict(
     layers=(1, 1, 1, 1),

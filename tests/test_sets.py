@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from s2mlp_cli import create_model
 from s2mlp_cli.data.labels import synsets, timm_info
-from s2mlp_cli.significance import mcnemar, wilson
+from s2mlp_cli.evaluate.significance import mcnemar, wilson
 
 CPU = ["--device", "cpu", "--workers", "0", "--batch-size", "5", "--no-cache"]
 

@@ -199,7 +199,7 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(setup, tmp_path, items, damag
     import fakeimagenet as fi
     from helpers import check, run_eval
 
-    from s2mlp_cli import cache
+    from s2mlp_cli.data import cache
 
     weights, labels, expected = setup
     root = fi.class_folders(tmp_path / "val", items, labels)
@@ -227,7 +227,7 @@ def test_a_cache_that_cannot_be_used_is_a_warning_and_an_uncached_run(
     import fakeimagenet as fi
     from helpers import check, run_eval
 
-    from s2mlp_cli import cache
+    from s2mlp_cli.data import cache
 
     weights, labels, expected = setup
     root = fi.class_folders(tmp_path / "val", items, labels)
@@ -272,7 +272,7 @@ def test_a_disk_that_fills_while_building_is_a_warning_and_no_result_is_lost(
     import fakeimagenet as fi
     from helpers import check, run_eval
 
-    from s2mlp_cli import cache
+    from s2mlp_cli.data import cache
 
     weights, labels, expected = setup
     root = fi.class_folders(tmp_path / "val", items, labels)
@@ -294,8 +294,7 @@ def test_a_disk_that_fills_while_building_is_a_warning_and_no_result_is_lost(
 def test_clear_never_removes_an_entry_another_run_is_building(setup, tmp_path, items) -> None:
     import fakeimagenet as fi
 
-    from s2mlp_cli import cache
-    from s2mlp_cli.data import Preprocess, find_dataset
+    from s2mlp_cli.data import Preprocess, cache, find_dataset
 
     _, labels, _ = setup
     ds = find_dataset(fi.class_folders(tmp_path / "val", items, labels))

@@ -151,7 +151,7 @@ class Worker:
 
             r.weights = load_pretrained(self.model, card, s.weights, progress=False).source
 
-        from s2mlp_cli.stats import count_gmacs, count_params
+        from s2mlp_cli.bench.stats import count_gmacs, count_params
 
         r.params_m = round(count_params(self.model) / 1e6, 3)
         # two decimals, as the cards (and `s2mlp list`) give them: 3 and then 2 rounded 8.5451 to 8.54

@@ -29,7 +29,7 @@ def cache_command() -> None:
 @json_option
 def list_entries(as_json: bool) -> None:
     """Every entry with its dataset, geometry, images and size on disk."""
-    from s2mlp_cli import cache
+    from s2mlp_cli.data import cache
 
     rows = cache.entries()
     if as_json:
@@ -60,7 +60,7 @@ def list_entries(as_json: bool) -> None:
 @json_option
 def clear_entries(names: tuple[str, ...], clear_all: bool, as_json: bool) -> None:
     """Remove the named entries (see `s2mlp cache list`), or all of them with --all."""
-    from s2mlp_cli import cache
+    from s2mlp_cli.data import cache
 
     if bool(names) == clear_all:
         raise click.UsageError("name the entries to remove, or use --all")

@@ -27,7 +27,7 @@ def doctor_command(device: str, as_json: bool) -> None:
       s2mlp doctor
       s2mlp doctor --device cuda --json
     """
-    from s2mlp_cli.doctor import run
+    from s2mlp_cli.bench.doctor import run
 
     doc = run(device)
     if as_json:

@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from s2mlp_cli import cache
 from s2mlp_cli.console import info, warn
-from s2mlp_cli.data import Dataset, EvalSet, collate_raw, decode_on_gpu
+from s2mlp_cli.data import Dataset, EvalSet, cache, collate_raw, decode_on_gpu
 from s2mlp_cli.distributed import Shard
 from s2mlp_cli.zoo import Preprocess
 

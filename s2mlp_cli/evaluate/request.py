@@ -40,7 +40,7 @@ class EvalOptions:
     compile: bool = False
     tf32: bool = False
     limit: int | None = None
-    cache: bool = True  # read / build the decoded-crop cache (s2mlp_cli.cache) where the disk has room
+    cache: bool = True  # read / build the decoded-crop cache (s2mlp_cli.data.cache) where the disk has room
     decode: str = "cpu"  # "gpu": torchvision's nvJPEG decode and antialiased resize on the device
     output: str | Path | None = None  # .json, .csv or .md, written atomically
     save_predictions: str | Path | None = None  # .jsonl or .csv

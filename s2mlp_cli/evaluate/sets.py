@@ -10,8 +10,8 @@ from typing import Any
 from s2mlp_cli.data.samples import Dataset
 from s2mlp_cli.data.testsets import CORRUPTIONS, SETS
 from s2mlp_cli.errors import S2MLPError
+from s2mlp_cli.evaluate.significance import ALPHA, contains, mcnemar, wilson
 from s2mlp_cli.schema import read_json
-from s2mlp_cli.significance import ALPHA, contains, mcnemar, wilson
 
 # AlexNet's top-1 error per corruption and severity 1-5 on ImageNet-C: the normaliser of the corruption
 # error (CE) and so of the mCE. Values as published with the benchmark (Hendrycks and Dietterich, ICLR
