@@ -261,3 +261,17 @@ def test_cpu_threads_never_outnumber_the_cores(monkeypatch: pytest.MonkeyPatch) 
         4,
         "4: 16 cores / 2 processes, less 4 loader workers",
     )
+
+
+def test_a_training_run_gives_back_the_callers_thread_count(
+    zoo: Path, ten_classes: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    code, _, stderr = run(
+        "train", "--variant", "evaltiny", "--data", str(ten_classes), "--num-classes", "10", "--epochs", "1",
+        *SHORT, "--device", "cpu", "--workers", "0", "--threads", "1", "--output", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "cpu threads 1 (--threads)" in stderr and torch.get_num_threads() == before

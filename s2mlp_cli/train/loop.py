@@ -65,9 +65,13 @@ def run(opts: TrainOptions, stop: Stop | None = None, planned: Plan | None = Non
     device = device_for(opts.device, opts.amp)
     set_math_mode(device, opts.tf32)
     shard = distributed.start(device)  # under torchrun the first process says what happens
+    import torch
+
+    threads = torch.get_num_threads()  # the run sets its own (runtime.cpu_threads); a caller's comes back
     try:
         return _train(p, opts, device, shard, stop)
     finally:
+        torch.set_num_threads(threads)
         distributed.teardown()
 
 
