@@ -88,57 +88,23 @@ def run(opts: PredictOptions) -> dict[str, Any]:
 
         raise ProblemsError(problems)
     samples = images(opts.paths)
-    import torch
-
-    from s2mlp_cli import api
-    from s2mlp_cli.classes import of_file
-    from s2mlp_cli.data import EvalSet, Normalizer, imagenet_names
-    from s2mlp_cli.runtime import autocast, device_for, environment, set_math_mode
+    from s2mlp_cli.data import imagenet_names
+    from s2mlp_cli.runtime import device_for, environment, set_math_mode
 
     device = device_for(opts.device, opts.amp)
     set_math_mode(device, False)
-    card = get_card(opts.variant)
-    pulled = sources.resolve(card, opts.weights, progress=opts.progress)
-    own = of_file(pulled.path)
-    prep = card.preprocess
-    model = api.build_for(card, pulled, own, prep.input_size).eval().to(device)
-    if opts.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    card, pulled, own, model = _model(opts, device)
     names = list(own) if own else list(imagenet_names())
-    k = min(opts.topk, len(names))
     batch = opts.batch_size or (256 if device == "cuda" else 32)
     workers = min(8, os.cpu_count() or 1) if opts.workers is None else opts.workers
-    loader = torch.utils.data.DataLoader(
-        EvalSet(samples, prep), batch_size=batch, num_workers=workers, pin_memory=device == "cuda"
-    )
-    normalize = Normalizer(prep.mean, prep.std, device)  # one per pass, as eval builds it
-    rows, skipped = [], []
-    with Bar(desc="predict", total=len(samples), unit="img", enabled=opts.progress) as bar:
-        with torch.inference_mode():
-            for x, _, idx, errors in loader:
-                x = normalize(x.to(device, non_blocking=True))
-                if opts.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, opts.amp):
-                    logits = model(x)
-                prob, top = logits.float().softmax(-1).topk(k, dim=-1)
-                for i, error, p, t in zip(idx.tolist(), errors, prob.tolist(), top.tolist(), strict=True):
-                    key = samples[i].key
-                    if error:
-                        skipped.append({"image": key, "error": error})
-                        continue
-                    top_k = [
-                        {"class": c, "name": names[c], "prob": round(q, 6)} for c, q in zip(t, p, strict=True)
-                    ]
-                    rows.append({"image": key, "top": top_k})
-                bar.advance(len(errors), 0.0)
+    rows, skipped = _top_k(opts, model, card.preprocess, samples, names, device, batch, workers)
     env = environment(device, opts.amp, False)
     env.update(
         variant=card.name,
         weights=pulled.source,
         weights_sha256=pulled.sha256,
         classes="the run's own" if own else "ImageNet-1k",
-        preprocess=prep.to_dict(),
+        preprocess=card.preprocess.to_dict(),
         batch_size=batch,
         workers=workers,
     )
@@ -149,6 +115,67 @@ def run(opts: PredictOptions) -> dict[str, Any]:
         except OSError as e:
             doc["write_errors"] = [f"could not write {opts.output}: {e.strerror or e}"]
     return doc
+
+
+def _model(opts: PredictOptions, device: str) -> tuple[Any, Any, list[str] | None, Any]:
+    """The card, its verified weights, the classes they name (a run's own, or None) and the model."""
+    import torch
+
+    from s2mlp_cli import api
+    from s2mlp_cli.classes import of_file
+
+    card = get_card(opts.variant)
+    pulled = sources.resolve(card, opts.weights, progress=opts.progress)
+    own = of_file(pulled.path)
+    model = api.build_for(card, pulled, own, card.preprocess.input_size).eval().to(device)
+    if opts.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return card, pulled, own, model
+
+
+def _top_k(
+    opts: PredictOptions,
+    model: Any,
+    prep: Any,
+    samples: list,
+    names: list[str],
+    device: str,
+    batch: int,
+    workers: int,
+) -> tuple[list[dict], list[dict]]:
+    """Each readable image's top-k classes (eval's decoder, crop and one normaliser for the pass), and
+    the images that could not be read."""
+    import torch
+
+    from s2mlp_cli.data import EvalSet, Normalizer
+    from s2mlp_cli.runtime import autocast
+
+    k = min(opts.topk, len(names))
+    loader = torch.utils.data.DataLoader(
+        EvalSet(samples, prep), batch_size=batch, num_workers=workers, pin_memory=device == "cuda"
+    )
+    normalize = Normalizer(prep.mean, prep.std, device)
+    rows, skipped = [], []
+    with (
+        Bar(desc="predict", total=len(samples), unit="img", enabled=opts.progress) as bar,
+        torch.inference_mode(),
+    ):
+        for x, _, idx, errors in loader:
+            x = normalize(x.to(device, non_blocking=True))
+            if opts.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, opts.amp):
+                prob, top = model(x).float().softmax(-1).topk(k, dim=-1)
+            for i, error, p, t in zip(idx.tolist(), errors, prob.tolist(), top.tolist(), strict=True):
+                if error:
+                    skipped.append({"image": samples[i].key, "error": error})
+                    continue
+                top_k = [
+                    {"class": c, "name": names[c], "prob": round(q, 6)} for c, q in zip(t, p, strict=True)
+                ]
+                rows.append({"image": samples[i].key, "top": top_k})
+            bar.advance(len(errors), 0.0)
+    return rows, skipped
 
 
 def write(path: str | Path, doc: dict[str, Any]) -> None:

@@ -82,6 +82,40 @@ def pull_command(
       s2mlp pull medium --repo me/s2mlpv2-medium --revision v1.0
       s2mlp pull vip_s7 --from ~/Downloads/vip_s7.pth
     """
+    _check_flags(variants, pull_all, repo, revision, filename, from_file, sha256)
+    targets = () if pull_all else tuple(map(resolve_card, variants))
+    own_source = bool(repo or revision or filename or from_file)
+    try:
+        if len(targets) == 1 and not own_source:
+            from s2mlp_cli.sources import precheck
+
+            if (problem := precheck(targets[0])) is not None:  # no weights to be had: said before torch
+                raise problem
+        from s2mlp_cli.pull import PullOptions, run
+
+        opts = PullOptions(
+            targets, pull_all, repo, revision, filename, from_file, sha256, refresh, not as_json
+        )
+        done = run(opts, say=lambda e: say(e, "pull"))
+    except S2MLPError as e:
+        if as_json and len(targets) == 1:  # the failure as a row too, for scripts
+            print_json({"env": static_env(), "results": [_failed_row(targets[0], e)]})
+        raise
+    _show(done["rows"], as_json)
+    if failed := done["failed"]:  # each failure's reason is its row's; this line only counts them
+        raise click.ClickException(f"{len(failed)} of {done['total']} failed: {', '.join(failed)}")
+
+
+def _check_flags(
+    variants: tuple[str, ...],
+    pull_all: bool,
+    repo: str | None,
+    revision: str | None,
+    filename: str | None,
+    from_file: str | None,
+    sha256: str | None,
+) -> None:
+    """Flags that do not go together are usage errors, before anything is read."""
     if pull_all and variants:
         raise click.UsageError("give variants or --all, not both")
     if not pull_all and not variants:
@@ -101,42 +135,18 @@ def pull_command(
     if sha256 and not _SHA256.match(sha256):
         raise click.BadParameter("expected 64 hex digits", param_hint="--sha256")
 
+
+def _show(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        print_json({"env": static_env(), "results": rows})
+        return
     from s2mlp_cli import report
 
-    targets = () if pull_all else tuple(map(resolve_card, variants))
-    if len(targets) == 1 and not (repo or revision or filename or from_file):
-        _answer_without_torch(targets[0], as_json)  # no weights published: said before torch loads
-    from s2mlp_cli.pull import PullOptions, run
-
-    opts = PullOptions(targets, pull_all, repo, revision, filename, from_file, sha256, refresh, not as_json)
-    try:
-        done = run(opts, say=lambda e: say(e, "pull"))
-    except S2MLPError as e:
-        if as_json:  # the failure as a row too, for scripts
-            print_json({"env": static_env(), "results": [_failed_row(targets[0], e)]})
-        raise
-    if as_json:
-        print_json({"env": static_env(), "results": done["rows"]})
-    else:
-        out.print(report.pull_table(done["rows"]))
-        paths = [(r["variant"], r["path"]) for r in done["rows"] if r.get("path")]
-        for variant, path in paths:  # whole, on a line of their own: a folded path cannot be copied
-            out.print(f"{variant}: {path}", soft_wrap=True, highlight=False)
-    if failed := done["failed"]:  # each failure's reason is its row's; this line only counts them
-        raise click.ClickException(f"{len(failed)} of {done['total']} failed: {', '.join(failed)}")
+    out.print(report.pull_table(rows))
+    for row in rows:  # paths whole, on a line of their own: a folded path cannot be copied
+        if row.get("path"):
+            out.print(f"{row['variant']}: {row['path']}", soft_wrap=True, highlight=False)
 
 
 def _failed_row(card: Card, e: S2MLPError) -> dict:
     return {"variant": card.name, "status": "failed", "detail": say(e, "pull")}
-
-
-def _answer_without_torch(card: Card, as_json: bool) -> None:
-    """A variant whose weights cannot be had (none published, offline and not cached) is one line
-    before anything heavy is imported."""
-    from s2mlp_cli.sources import precheck
-
-    problem = precheck(card)
-    if problem is not None:
-        if as_json:
-            print_json({"env": static_env(), "results": [_failed_row(card, problem)]})
-        raise problem

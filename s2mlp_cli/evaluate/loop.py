@@ -84,39 +84,20 @@ def _one_pass(
     predictions: list[list[dict]] = [[] for _ in group]
     tops: list[list[Any]] = [[] for _ in group]  # each batch's top-5, on the device
     read: list[Any] = []  # each batch's dataset indices
-    sel = remap = None
-    if dataset.valid is not None:  # ImageNet-A / -R: only their classes compete
-        sel = torch.tensor(dataset.valid, device=device)
-        remap = torch.full((_num_classes(group[0]),), -1, dtype=torch.long, device=device)
-        remap[sel] = torch.arange(len(sel), device=device)
+    restrict = _restriction(dataset, group[0], device)
     seen, untimed, skipped = 0, 0, []
     bar = Bar(desc=label, total=len(dataset.samples), unit="img", enabled=progress)
     start = time.perf_counter()
     try:
         with bar, torch.inference_mode():
             for x, y, idx, errors in to_device(feed.batches(), device):
-                ok = [not e for e in errors]
-                for j in (j for j, good in enumerate(ok) if not good):
-                    key = dataset.samples[int(idx[j])].key
-                    skipped.append({"index": int(idx[j]), "key": key, "error": errors[j]})
-                    warn(f"skipped {key}: {errors[j]}")
-                if not all(ok):
-                    keep = torch.tensor(ok)
-                    x, y, idx = x[keep.to(x.device)], y[keep.to(y.device)], idx[keep]
+                x, y, idx = _drop_unreadable(dataset, x, y, idx, errors, skipped)
                 if len(idx):
                     read.append(idx)
                     for k, e in enumerate(group):
-                        logits = _logits(e, norms[k](x), opts)
-                        if sel is None:
-                            top5 = ranks = _count(totals[k], logits, y)
-                        else:  # scored among the set's classes, named by their global index
-                            logits = logits.index_select(1, sel)
-                            ranks = _count(totals[k], logits, remap[y])
-                            top5 = sel[ranks]
+                        top5, preds = _score(e, norms[k](x), y, idx, totals[k], restrict, dataset, opts)
                         tops[k].append(top5)
-                        if opts.save_predictions:
-                            probs = logits.softmax(dim=1).gather(1, ranks)
-                            predictions[k] += _predictions(dataset, idx, y, probs, top5)
+                        predictions[k] += preds
                 seen += len(errors)
                 if opts.compiled and seen == len(errors):  # the first batch compiled the models: not timed
                     if device.type == "cuda":
@@ -139,6 +120,24 @@ def _one_pass(
     counts = opts.shard.sum(torch.tensor([float(seen - len(skipped)), float(len(skipped))], device=device))
     totals = opts.shard.sum(totals).cpu()  # the pass's one host sync: the clock stops after it
     elapsed = time.perf_counter() - start
+    rows, predictions = _gathered(
+        group, totals, counts, skipped, predictions, elapsed, untimed, cache_note, opts
+    )
+    return rows, predictions, [_ranked(read, t, opts) for t in tops]
+
+
+def _gathered(
+    group: list[Entry],
+    totals: Any,
+    counts: Any,
+    skipped: list,
+    predictions: list,
+    elapsed: float,
+    untimed: int,
+    cache_note: str,
+    opts: Options,
+) -> tuple[list[dict], list[list[dict]]]:
+    """Every process's counts, skipped images and predictions as one pass's rows (in dataset order)."""
     images, n_skipped = int(counts[0]), int(counts[1])
     skipped = sorted(opts.shard.gather(skipped), key=lambda r: r["index"])
     predictions = [
@@ -150,7 +149,53 @@ def _one_pass(
         _row(e, c1, c5, loss, nonfinite, images, n_skipped, rate, group, skipped, cache_note)
         for e, (c1, c5, loss, nonfinite) in zip(group, totals.tolist(), strict=True)
     ]
-    return rows, predictions, [_ranked(read, t, opts) for t in tops]
+    return rows, predictions
+
+
+def _restriction(dataset: Dataset, first: Entry, device: Any) -> tuple[Any, Any] | None:
+    """ImageNet-A / -R: only their classes compete. Their global indices, and global -> position."""
+    import torch
+
+    if dataset.valid is None:
+        return None
+    sel = torch.tensor(dataset.valid, device=device)
+    remap = torch.full((_num_classes(first),), -1, dtype=torch.long, device=device)
+    remap[sel] = torch.arange(len(sel), device=device)
+    return sel, remap
+
+
+def _drop_unreadable(dataset: Dataset, x: Any, y: Any, idx: Any, errors: list[str], skipped: list) -> tuple:
+    """The batch without the images that could not be read; those are said and kept in `skipped`."""
+    import torch
+
+    ok = [not e for e in errors]
+    for j in (j for j, good in enumerate(ok) if not good):
+        key = dataset.samples[int(idx[j])].key
+        skipped.append({"index": int(idx[j]), "key": key, "error": errors[j]})
+        warn(f"skipped {key}: {errors[j]}")
+    if all(ok):
+        return x, y, idx
+    keep = torch.tensor(ok)
+    return x[keep.to(x.device)], y[keep.to(y.device)], idx[keep]
+
+
+def _score(
+    e: Entry, x: Any, y: Any, idx: Any, totals: Any, restrict: Any, dataset: Dataset, opts: Options
+) -> tuple[Any, list[dict]]:
+    """One model on one normalised batch: counts into `totals` (on the device), its top-5 (global class
+    indices) and, when asked, the batch's per-image predictions."""
+    logits = _logits(e, x, opts)
+    if restrict is None:
+        top5 = ranks = _count(totals, logits, y)
+    else:  # scored among the set's classes, named by their global index
+        sel, remap = restrict
+        logits = logits.index_select(1, sel)
+        ranks = _count(totals, logits, remap[y])
+        top5 = sel[ranks]
+    if not opts.save_predictions:
+        return top5, []
+    probs = logits.softmax(dim=1).gather(1, ranks)
+    return top5, _predictions(dataset, idx, y, probs, top5)
 
 
 def _num_classes(e: Entry) -> int:

@@ -122,10 +122,6 @@ def _epoch(
     stop: Stop | None,
 ) -> None:
     """One epoch from the session's step on, then validation, checkpoints and the log line."""
-    import torch
-
-    from s2mlp_cli.runtime import autocast
-
     r, epoch = p.recipe, session.epoch
     steps = data.steps_per_epoch(len(p.train.samples), r.batch_size)
     session.scheduler.step(epoch)  # the learning rate of this epoch (timm's epoch-wise schedule)
@@ -146,16 +142,7 @@ def _epoch(
     with bar:
         for x, y in batches:
             data.seed_all(data.seed_of(r.seed, epoch, session.step, shard.rank))  # drop path, Mixup
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if opts.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if session.mixup is not None:
-                x, y = session.mixup(x, y)
-            with autocast(device, opts.amp):
-                loss = session.loss_fn(session.forward(x), y)
-            session.backward_and_step(loss)
-            session.add_loss(loss)
-            session.step += 1
+            _step(session, opts, x, y, device)
             done += 1
             bar.advance(r.batch_size, done * r.batch_size / max(time.perf_counter() - start, 1e-9))
             signum = _stop_signal(flag, stop, epoch, session.step, shard, device)
@@ -175,6 +162,24 @@ def _epoch(
     signum = _stop_signal(flag, stop, epoch + 1, 0, shard, device)
     if signum:  # the state of the finished epoch is saved
         raise Interrupted(signum, session.kept(), next_step="resume")
+
+
+def _step(session: Session, opts: TrainOptions, x: Any, y: Any, device: str) -> None:
+    """One optimizer step on a batch: onto the device, mixed, forward, loss, backward, step."""
+    import torch
+
+    from s2mlp_cli.runtime import autocast
+
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if opts.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if session.mixup is not None:
+        x, y = session.mixup(x, y)
+    with autocast(device, opts.amp):
+        loss = session.loss_fn(session.forward(x), y)
+    session.backward_and_step(loss)
+    session.add_loss(loss)
+    session.step += 1
 
 
 def _stop_signal(

@@ -193,59 +193,15 @@ def _data_problems(
     opts: TrainOptions, card: Card | None, problems: list[S2MLPError]
 ) -> tuple[Dataset, Dataset, list[str], int, bool] | None:
     """The train and val sets, labelled; None (and problems) when they cannot be."""
-    if opts.data is None:
-        if opts.val is None:
-            problems.append(S2MLPError("name the data folder (it holds train/ and val/)", param="data"))
-            return None
-        problems.append(S2MLPError("name the data folder that holds train/", param="data"))
+    found = _train_folders(opts, problems)
+    if found is None:
         return None
-    root = Path(opts.data).expanduser()
-    train_root = root / "train"
-    if not root.is_dir():
-        problems.append(S2MLPError(f"{root}: no such folder", param="data"))
-        return None
-    if not train_root.is_dir():
-        problems.append(
-            S2MLPError(f"{root} has no train/ folder (DATA/train/<class>/<images>)", param="data")
-        )
-        return None
-    try:
-        folders = sorted((p for p in train_root.iterdir() if p.is_dir()), key=lambda p: p.name)
-    except OSError as e:
-        problems.append(S2MLPError(f"{train_root}: cannot read it ({e.strerror or e})", param="data"))
-        return None
-    if not folders:
-        problems.append(S2MLPError(f"{train_root} holds no class folders", param="data"))
-        return None
+    root, train_root, folders = found
     names = [p.name for p in folders]
-    imagenet = opts.num_classes is None
-    if imagenet:
-        index = synset_index()
-        unknown = [n for n in names if n not in index]
-        if unknown:
-            problems.append(
-                S2MLPError(
-                    f"{train_root}: folder {unknown[0]!r} is not an ImageNet-1k synset ({len(unknown)} such)",
-                    param="data",
-                    next_step="num_classes",
-                    advice="give num_classes to train on other class folders",
-                )
-            )
-            return None
-        num_classes = IMAGENET_CLASSES
-        layout = "class folders (label = wnid's index among the 1000 sorted synsets)"
-    else:
-        if len(names) != opts.num_classes:
-            problems.append(
-                S2MLPError(
-                    f"{train_root} has {len(names)} class folders, not {opts.num_classes}",
-                    param="num_classes",
-                )
-            )
-            return None
-        index = {n: i for i, n in enumerate(names)}
-        num_classes = opts.num_classes
-        layout = f"class folders (label = the folder's index among the {num_classes} sorted names)"
+    labels = _labels(opts, train_root, names, problems)
+    if labels is None:
+        return None
+    index, num_classes, layout, imagenet = labels
     if card is not None and imagenet and card.arch.get("num_classes", IMAGENET_CLASSES) != IMAGENET_CLASSES:
         problems.append(
             S2MLPError(
@@ -275,6 +231,71 @@ def _data_problems(
     if val is None or empty:
         return None
     return train, val, names, num_classes, imagenet
+
+
+def _train_folders(opts: TrainOptions, problems: list[S2MLPError]) -> tuple[Path, Path, list[Path]] | None:
+    """DATA, DATA/train and its class folders (sorted by name); None (and a problem) when missing."""
+    if opts.data is None:
+        what = (
+            "the data folder (it holds train/ and val/)"
+            if opts.val is None
+            else "the data folder that holds train/"
+        )
+        problems.append(S2MLPError(f"name {what}", param="data"))
+        return None
+    root = Path(opts.data).expanduser()
+    train_root = root / "train"
+    if not root.is_dir():
+        problems.append(S2MLPError(f"{root}: no such folder", param="data"))
+        return None
+    if not train_root.is_dir():
+        problems.append(
+            S2MLPError(f"{root} has no train/ folder (DATA/train/<class>/<images>)", param="data")
+        )
+        return None
+    try:
+        folders = sorted((p for p in train_root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    except OSError as e:
+        problems.append(S2MLPError(f"{train_root}: cannot read it ({e.strerror or e})", param="data"))
+        return None
+    if not folders:
+        problems.append(S2MLPError(f"{train_root} holds no class folders", param="data"))
+        return None
+    return root, train_root, folders
+
+
+def _labels(
+    opts: TrainOptions, train_root: Path, names: list[str], problems: list[S2MLPError]
+) -> tuple[dict[str, int], int, str, bool] | None:
+    """Folder name -> label, the number of classes, the layout's words, and whether the labels are
+    ImageNet-1k's sorted synsets (no --num-classes) or the folders' own sorted order."""
+    if opts.num_classes is None:
+        index = synset_index()
+        if unknown := [n for n in names if n not in index]:
+            problems.append(
+                S2MLPError(
+                    f"{train_root}: folder {unknown[0]!r} is not an ImageNet-1k synset ({len(unknown)} such)",
+                    param="data",
+                    next_step="num_classes",
+                    advice="give num_classes to train on other class folders",
+                )
+            )
+            return None
+        return (
+            index,
+            IMAGENET_CLASSES,
+            "class folders (label = wnid's index among the 1000 sorted synsets)",
+            True,
+        )
+    if len(names) != opts.num_classes:
+        problems.append(
+            S2MLPError(
+                f"{train_root} has {len(names)} class folders, not {opts.num_classes}", param="num_classes"
+            )
+        )
+        return None
+    layout = f"class folders (label = the folder's index among the {opts.num_classes} sorted names)"
+    return {n: i for i, n in enumerate(names)}, opts.num_classes, layout, False
 
 
 def _val(

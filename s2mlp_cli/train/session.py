@@ -21,10 +21,6 @@ from s2mlp_cli.train.request import Plan, TrainOptions, class_metadata
 class Session:
     def __init__(self, p: Plan, opts: TrainOptions, device: str, shard: Shard) -> None:
         import torch
-        from timm.data import Mixup
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
         from timm.utils import ModelEmaV3
 
         from s2mlp_cli import arch
@@ -48,37 +44,9 @@ class Session:
             model.set_grad_checkpointing(True)
         self.bare = model
         self.ema = ModelEmaV3(model, decay=r.ema_decay) if r.ema else None
-        try:
-            self.optimizer = create_optimizer_v2(model, opt=r.opt, lr=r.lr, weight_decay=r.weight_decay)
-            self.scheduler, _ = create_scheduler_v2(
-                self.optimizer,
-                sched=r.sched,
-                num_epochs=r.epochs,
-                warmup_epochs=r.warmup_epochs,
-                warmup_lr=r.warmup_lr,
-                min_lr=r.min_lr,
-            )
-        except (AssertionError, ValueError, KeyError) as e:
-            raise S2MLPError(
-                f"timm cannot build the recipe's optimizer or schedule: {e}", param="overrides"
-            ) from None
+        self.optimizer, self.scheduler = _optimization(model, r)
         self.scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" else None
-        self.mixup = None
-        if r.mixing():
-            self.mixup = Mixup(
-                mixup_alpha=r.mixup,
-                cutmix_alpha=r.cutmix,
-                prob=r.mixup_prob,
-                switch_prob=r.mixup_switch_prob,
-                mode=r.mixup_mode,
-                label_smoothing=r.smoothing,
-                num_classes=p.num_classes,
-            )
-            self.loss_fn: Any = SoftTargetCrossEntropy()
-        elif r.smoothing > 0:
-            self.loss_fn = LabelSmoothingCrossEntropy(smoothing=r.smoothing)
-        else:
-            self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.mixup, self.loss_fn = _mixing(r, p.num_classes)
         self.epoch, self.step, self.seconds = 0, 0, 0.0
         self.loss_sum, self.loss_steps = 0.0, 0
         self._loss = torch.zeros((), dtype=torch.float64, device=device)  # this epoch's, on the device
@@ -282,6 +250,50 @@ WRITTEN = (
     "curves.png",
     ".s2mlp-train",
 )
+
+
+def _optimization(model: Any, r: Any) -> tuple[Any, Any]:
+    """The recipe's optimizer (timm's, which reads the model's no_weight_decay) and epoch-wise schedule."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    try:
+        optimizer = create_optimizer_v2(model, opt=r.opt, lr=r.lr, weight_decay=r.weight_decay)
+        scheduler, _ = create_scheduler_v2(
+            optimizer,
+            sched=r.sched,
+            num_epochs=r.epochs,
+            warmup_epochs=r.warmup_epochs,
+            warmup_lr=r.warmup_lr,
+            min_lr=r.min_lr,
+        )
+    except (AssertionError, ValueError, KeyError) as e:
+        raise S2MLPError(
+            f"timm cannot build the recipe's optimizer or schedule: {e}", param="overrides"
+        ) from None
+    return optimizer, scheduler
+
+
+def _mixing(r: Any, num_classes: int) -> tuple[Any, Any]:
+    """Mixup/CutMix (None when off) and the loss that goes with it: soft targets, smoothing, or plain."""
+    import torch
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if r.mixing():
+        mixup = Mixup(
+            mixup_alpha=r.mixup,
+            cutmix_alpha=r.cutmix,
+            prob=r.mixup_prob,
+            switch_prob=r.mixup_switch_prob,
+            mode=r.mixup_mode,
+            label_smoothing=r.smoothing,
+            num_classes=num_classes,
+        )
+        return mixup, SoftTargetCrossEntropy()
+    if r.smoothing > 0:
+        return None, LabelSmoothingCrossEntropy(smoothing=r.smoothing)
+    return None, torch.nn.CrossEntropyLoss()
 
 
 @contextmanager
