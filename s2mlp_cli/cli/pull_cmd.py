@@ -82,7 +82,12 @@ def pull_command(
       s2mlp pull medium --repo me/s2mlpv2-medium --revision v1.0
       s2mlp pull vip_s7 --from ~/Downloads/vip_s7.pth
     """
-    _check_flags(variants, pull_all, repo, revision, filename, from_file, sha256)
+    _check_flags(
+        variants,
+        pull_all,
+        sha256,
+        {"--repo": repo, "--revision": revision, "--filename": filename, "--from": from_file},
+    )
     targets = () if pull_all else tuple(map(resolve_card, variants))
     own_source = bool(repo or revision or filename or from_file)
     try:
@@ -106,29 +111,20 @@ def pull_command(
         raise click.ClickException(f"{len(failed)} of {done['total']} failed: {', '.join(failed)}")
 
 
-def _check_flags(
-    variants: tuple[str, ...],
-    pull_all: bool,
-    repo: str | None,
-    revision: str | None,
-    filename: str | None,
-    from_file: str | None,
-    sha256: str | None,
-) -> None:
+def _check_flags(variants: tuple[str, ...], pull_all: bool, sha256: str | None, one_only: dict) -> None:
     """Flags that do not go together are usage errors, before anything is read."""
     if pull_all and variants:
         raise click.UsageError("give variants or --all, not both")
     if not pull_all and not variants:
         raise click.UsageError("name at least one variant (see `s2mlp list`), or use --all")
-    one_only = {"--repo": repo, "--revision": revision, "--filename": filename, "--from": from_file}
     given = [flag for flag, value in one_only.items() if value]
     if given and len(variants) != 1:
         raise click.UsageError(f"{', '.join(given)} apply to exactly one variant")
-    if from_file and (repo or revision or filename):
+    if one_only["--from"] and given != ["--from"]:
         raise click.UsageError(
             "--from imports a local file; it does not combine with --repo/--revision/--filename"
         )
-    if sha256 and not from_file:
+    if sha256 and not one_only["--from"]:
         raise click.UsageError(
             "--sha256 goes with --from (Hub files are checked against the card or the ETag)"
         )
