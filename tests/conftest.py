@@ -3,7 +3,6 @@ vectors, a zoo of tiny cards, a fake Hub on 127.0.0.1 and generated ImageNet set
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("S2MLP_HOME", str(tmp_path / "s2mlp_home"))
     monkeypatch.delenv("S2MLP_CACHE", raising=False)
-    os.environ.pop("HF_HUB_CACHE", None)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
 
 
 @pytest.fixture

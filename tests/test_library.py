@@ -120,6 +120,20 @@ def test_no_module_is_longer_than_400_lines() -> None:
     assert not long, long
 
 
+def test_no_function_is_60_lines_or_longer() -> None:
+    """Docstring included: a function a reader cannot see whole is split where a part wants a name."""
+    import ast
+
+    long = {
+        f"{p.relative_to(PACKAGE).as_posix()}:{node.name}": n
+        for p in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (n := node.end_lineno - node.lineno + 1) >= 60
+    }
+    assert not long, long
+
+
 def test_models_import_registers_with_timm_without_the_cli() -> None:
     code = "import sys, timm, s2mlp_cli.models; print(timm.is_model('s2mlpv2_small'), "
     code += "sorted(m for m in sys.modules if m.startswith('s2mlp_cli.cli')))"

@@ -67,8 +67,9 @@ def same_weights(a: Path, b: Path) -> bool:
 def options(data: Path, output: Path, **kw) -> TrainOptions:
     overrides = ["epochs=3", "batch_size=12", "lr=0.01", "warmup_epochs=1", *kw.pop("overrides", [])]
     kw.setdefault("device", "cpu")
+    kw.setdefault("workers", 0)
     return TrainOptions(
-        variant="s2mlpv2_tiny", data=data, output=output, num_classes=3, workers=0, progress=False,
+        variant="s2mlpv2_tiny", data=data, output=output, num_classes=3, progress=False,
         overrides=overrides, **kw,
     )  # fmt: skip
 
@@ -164,6 +165,113 @@ def test_resumed_run_is_bit_for_bit_the_uninterrupted_one(colours: Path, tmp_pat
         {k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
         for r in log_of(tmp_path / "parts")
     ]
+
+
+@pytest.mark.slow
+def test_loader_workers_change_nothing(colours: Path, tmp_path: Path) -> None:
+    """The paper's augmentation and Mixup/CutMix, made in 2 worker processes (which live for the whole
+    run), give the weights that the main process alone gives, bit for bit."""
+    train(options(colours, tmp_path / "none", threads=1))
+    train(options(colours, tmp_path / "two", threads=1, workers=2))
+    for name in ("last.safetensors", "best.safetensors"):
+        assert same_weights(tmp_path / "none" / name, tmp_path / "two" / name)
+
+
+def test_feed_keeps_its_workers_across_epochs() -> None:
+    from s2mlp_cli.train import data
+
+    class Pids:
+        def __getitem__(self, key):
+            return key if isinstance(key, data.StepSeed) else (torch.tensor(os.getpid()), key[0])
+
+    def default_collate(items):
+        from torch.utils.data import default_collate
+
+        return default_collate(items[1:])
+
+    feed = data.Feed(Pids(), default_collate, workers=2, pin=False)
+    seen = []
+    for epoch in range(3):
+        keys = data.batches(8, 2, seed=0, epoch=epoch, start=0, rank=0, world=1)
+        batches = list(feed.epoch(keys))
+        assert [y.tolist() for _, y in batches] == [[i for i, _ in k[1:]] for k in keys]
+        seen.append({int(pid) for x, _ in batches for pid in x})
+    assert len(seen[0]) == 2 and seen[0] == seen[1] == seen[2] and os.getpid() not in seen[0]
+
+
+def test_mixing_in_the_worker_is_the_steps_own() -> None:
+    """Collate normalises and erases each image with its seed, then mixes with the step's seed: what the
+    same draws give done one by one."""
+    from s2mlp_cli.train import data
+    from s2mlp_cli.train.session import mixing
+
+    r = load("paper")
+    transform = data.TrainTransform(r, _prep(8))
+    mixup = mixing(r, 10)[0]
+    images = [(torch.randint(0, 256, (8, 8, 3), dtype=torch.uint8), label, 100 + label) for label in range(6)]
+    step = data.step_seed(0, 1, 2, 0)
+    x, y = data.Collate(transform, mixup)([data.StepSeed(step), *images])
+    want = []
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (_prep(8).mean, _prep(8).std))
+    for image, _, seed in images:
+        one = (image.permute(2, 0, 1).float() / 255 - mean) / std
+        data.seed_all(seed, devices=False)
+        want.append(transform.erasing(one))
+    data.seed_all(step)
+    want_x, want_y = mixup(torch.stack(want), torch.tensor([label for _, label, _ in images]))
+    assert torch.allclose(x, want_x, atol=1e-6) and torch.equal(y, want_y) and y.shape == (6, 10)
+    assert x.is_contiguous()  # NCHW, as ToTensor's images stack (not channels-last)
+
+
+def test_the_two_part_transform_is_timms_one_piece() -> None:
+    """With the random parts off, image then batch give timm's own training transform's tensor exactly."""
+    from PIL import Image
+    from timm.data import create_transform
+
+    from s2mlp_cli.train import data
+
+    off = ["auto_augment=none", "hflip=0", "scale=[1.0,1.0]", "ratio=[1.0,1.0]", "reprob=0"]
+    r = load("paper", [*off, "color_jitter=0", "train_interpolation=bicubic"])
+    prep = _prep(16)
+    mine = data.TrainTransform(r, prep)
+    timms = create_transform(
+        input_size=16, is_training=True, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, color_jitter=0.0,
+        auto_augment=None, interpolation="bicubic", mean=prep.mean, std=prep.std, re_prob=0.0,
+    )  # fmt: skip
+    noise = torch.randint(0, 256, (3, 24, 24, 3), dtype=torch.uint8).numpy()
+    pictures = [Image.fromarray(n) for n in noise]
+    batch = mine.batch(torch.stack([mine.image(p) for p in pictures]), [0, 1, 2])
+    assert torch.equal(batch, torch.stack([timms(p) for p in pictures]))
+
+
+def _prep(size: int):
+    from s2mlp_cli.zoo import Preprocess
+
+    return Preprocess(
+        input_size=size, crop_pct=1.0, interpolation="bicubic", mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )  # fmt: skip
+
+
+def test_posterize_to_zero_bits_is_black_as_before_pillow_13() -> None:
+    """RandAugment's increasing posterize keeps 0 bits at magnitude 10 (m9, mstd 0.5 reaches it); Pillow
+    13 raises for 0 bits, which stopped training runs in a loader worker."""
+    from PIL import Image, ImageOps
+    from timm.data import auto_augment
+
+    from s2mlp_cli.train.data import TrainTransform, posterize
+
+    img = Image.new("RGB", (8, 8), (200, 100, 50))
+    assert posterize(img, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert posterize(img, 8) is img and posterize(img, 3).tobytes() == ImageOps.posterize(img, 3).tobytes()
+    recipe = load("paper", ["auto_augment=rand-m10-mstd0-inc1"])
+    steps = TrainTransform(recipe, _prep(8)).images.transforms
+    ops = [op for step in steps for op in getattr(step, "ops", [])]
+    poster = [op for op in ops if op.name == "PosterizeIncreasing"]
+    assert poster and all(op.aug_fn is posterize for op in poster)
+    assert auto_augment.NAME_TO_OP["PosterizeIncreasing"] is auto_augment.posterize  # timm's own: untouched
+    poster[0].prob = 1.0
+    assert poster[0](img).getextrema() == ((0, 0), (0, 0), (0, 0))
 
 
 def test_init_with_another_head_starts_it_fresh_and_says_so(colours: Path, tmp_path: Path) -> None:

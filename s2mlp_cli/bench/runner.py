@@ -250,22 +250,28 @@ def run(
     doc = report.document(env, [r.to_dict() for r in rows], warnings=compare.warnings(env, rows))
     if interrupted:
         doc["partial"] = True
-    failures = []  # a file that cannot be written loses no row: the document still comes back
+    _write(opts, doc, rows, env, plot=not interrupted)
+    if interrupted:
+        raise BenchInterrupted(doc, stop.signum)
+    return doc
+
+
+def _write(opts: BenchOptions, doc: dict[str, Any], rows: list[Row], env: dict[str, Any], plot: bool) -> None:
+    """The table file and the plot, if asked for. A file that cannot be written loses no row: the
+    document still comes back, with `write_errors`."""
+    failures = []
     if opts.output:
         try:
             report.write(str(opts.output), doc, report.BENCH_COLUMNS, "s2mlp bench")
         except OSError as e:
             failures.append(f"could not write {opts.output}: {e.strerror or e}")
-    if opts.plot and not interrupted:
+    if opts.plot and plot:
         try:
             draw_plot(rows, str(opts.plot), env)
         except OSError as e:
             failures.append(f"could not write {opts.plot}: {e.strerror or e}")
     if failures:
         doc["write_errors"] = failures
-    if interrupted:
-        raise BenchInterrupted(doc, stop.signum)
-    return doc
 
 
 def _run_batch(
@@ -282,71 +288,92 @@ def _run_batch(
         for card in plan.models
         for settings in plan.variants
     ]
-    times: dict[int, list[list[float]]] = {i: [] for i in range(len(procs))}
-    bs1_times: dict[int, list[float]] = {i: [] for i in range(len(procs))}
-    peaks: dict[int, float] = {}
+    timed = _Timed(len(procs))
     try:
         for p in procs:
             p.receive()  # "built", or a final row
         for p in procs:
             if p.row is None:
-                n = plan.settings.warmup
-                clock.says(f"{p.name} at batch {batch}: warming up ({n} call{'s' if n != 1 else ''})")
-                began = time.monotonic()
-                p.send({"cmd": "prepare"})
-                with _ticking(clock, f"{p.name} at batch {batch}: compiling", p.spec.settings.compile):
-                    reply = p.receive()
-                if reply["event"] == "ready":
-                    clock.warmups.append(time.monotonic() - began)
-                    clock.says(
-                        f"{p.name} at batch {reply['batch_size']}: warmed up in {clock.warmups[-1]:.1f} s"
-                    )
-        per_round = _split(plan.iters, plan.rounds)
-        bs1_rounds = _split(max(2 * plan.iters, 10), plan.rounds) if bs1 else []
-        for k, (n, n1) in enumerate(zip(per_round, bs1_rounds or [0] * len(per_round), strict=True), 1):
-            began = time.monotonic()
-            for i, p in enumerate(procs):
-                for count, is_bs1 in ((n, False), (n1, True)):
-                    if count and p.row is None:
-                        p.send({"cmd": "time", "n": count, "bs1": is_bs1})
-                        reply = p.receive()
-                        if reply["event"] == "times":
-                            (bs1_times[i].extend if is_bs1 else times[i].append)(reply["times"])
-                            peaks[i] = reply["peak_memory_mib"]
-            clock.round_done(batch, k, time.monotonic() - began)
+                _prepare(p, plan, batch, clock)
+        _rounds(procs, plan, batch, bs1, clock, timed)
         rows = []
         for i, p in enumerate(procs):
             if p.row is None:
                 p.send({"cmd": "finish"})
                 p.receive()
             row = p.row
-            if row.status == "ok" and times[i]:
-                summarize(row, times[i], bs1_times[i] or None)
+            if row.status == "ok" and timed.times[i]:
+                summarize(row, timed.times[i], timed.bs1[i] or None)
             rows.append(row)
             if on_row:
                 on_row(row.to_dict())
         return rows
     except KeyboardInterrupt:
-        partial = []
-        for i, p in enumerate(procs):  # rows whose rounds had started still say what they measured
-            if p.row is not None and p.row.status != "ok":
-                partial.append(p.row)
-            elif times[i] and p.row is None:
-                row = Row(
-                    p.spec.model,
-                    detail=f"interrupted after {len(times[i])} round(s)",
-                    family=get_card(p.spec.model).family,
-                    batch_size=batch,
-                    requested_batch_size=batch,
-                    peak_memory_mib=peaks.get(i),
-                    runtime=p.spec.settings.label,
-                )
-                summarize(row, times[i], bs1_times[i] or None)
-                partial.append(row)
-        raise _RoundsInterrupted(partial) from None
+        raise _RoundsInterrupted(_partial_rows(procs, batch, timed)) from None
     finally:
         for p in procs:
             p.close()
+
+
+class _Timed:
+    """What each process of a batch size has measured so far: its rounds' call times, its batch-1
+    latencies and its peak memory."""
+
+    def __init__(self, n: int) -> None:
+        self.times: dict[int, list[list[float]]] = {i: [] for i in range(n)}
+        self.bs1: dict[int, list[float]] = {i: [] for i in range(n)}
+        self.peaks: dict[int, float] = {}
+
+
+def _prepare(p: _Proc, plan: Plan, batch: int, clock: _Clock) -> None:
+    """One model's warm-up (and compile), said with its duration."""
+    n = plan.settings.warmup
+    clock.says(f"{p.name} at batch {batch}: warming up ({n} call{'s' if n != 1 else ''})")
+    began = time.monotonic()
+    p.send({"cmd": "prepare"})
+    with _ticking(clock, f"{p.name} at batch {batch}: compiling", p.spec.settings.compile):
+        reply = p.receive()
+    if reply["event"] == "ready":
+        clock.warmups.append(time.monotonic() - began)
+        clock.says(f"{p.name} at batch {reply['batch_size']}: warmed up in {clock.warmups[-1]:.1f} s")
+
+
+def _rounds(procs: list[_Proc], plan: Plan, batch: int, bs1: bool, clock: _Clock, timed: _Timed) -> None:
+    """The timed rounds, every model in turn within each round (so machine noise falls on all alike)."""
+    per_round = _split(plan.iters, plan.rounds)
+    bs1_rounds = _split(max(2 * plan.iters, 10), plan.rounds) if bs1 else [0] * len(per_round)
+    for k, (n, n1) in enumerate(zip(per_round, bs1_rounds, strict=True), 1):
+        began = time.monotonic()
+        for i, p in enumerate(procs):
+            for count, is_bs1 in ((n, False), (n1, True)):
+                if count and p.row is None:
+                    p.send({"cmd": "time", "n": count, "bs1": is_bs1})
+                    reply = p.receive()
+                    if reply["event"] == "times":
+                        (timed.bs1[i].extend if is_bs1 else timed.times[i].append)(reply["times"])
+                        timed.peaks[i] = reply["peak_memory_mib"]
+        clock.round_done(batch, k, time.monotonic() - began)
+
+
+def _partial_rows(procs: list[_Proc], batch: int, timed: _Timed) -> list[Row]:
+    """On Ctrl-C: the rows whose rounds had started, with what they measured, and the failed ones."""
+    partial = []
+    for i, p in enumerate(procs):
+        if p.row is not None and p.row.status != "ok":
+            partial.append(p.row)
+        elif timed.times[i] and p.row is None:
+            row = Row(
+                p.spec.model,
+                detail=f"interrupted after {len(timed.times[i])} round(s)",
+                family=get_card(p.spec.model).family,
+                batch_size=batch,
+                requested_batch_size=batch,
+                peak_memory_mib=timed.peaks.get(i),
+                runtime=p.spec.settings.label,
+            )
+            summarize(row, timed.times[i], timed.bs1[i] or None)
+            partial.append(row)
+    return partial
 
 
 def _split(total: int, parts: int) -> list[int]:

@@ -106,8 +106,14 @@ def bench_command(
         )
         ctx.exit(128 + e.signum)  # 130 for Ctrl-C, 143 for SIGTERM
     show(doc, as_json, report.bench_tables)
-    if opts.plot and not any(str(opts.plot) in e for e in doc.get("write_errors", [])):
-        info(f"plot: {opts.plot}")
+    _outcome(doc, opts.plot)
+
+
+def _outcome(doc: dict, plot: str | None) -> None:
+    """The plot's path when it was drawn; exit 1 when nothing was measured, a row failed or a file could
+    not be written."""
+    if plot and not any(str(plot) in e for e in doc.get("write_errors", [])):
+        info(f"plot: {plot}")
     rows = doc["results"]
     if not any(r["status"] == "ok" for r in rows):
         raise click.ClickException("nothing could be measured (see the rows' notes)")

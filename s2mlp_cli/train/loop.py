@@ -128,7 +128,7 @@ def _epoch(
     keys = data.batches(
         len(p.train.samples), r.batch_size, r.seed, epoch, session.step, shard.rank, shard.world
     )
-    batches = data.loader(session.dataset, keys, session.workers, pin=device == "cuda")
+    batches = session.feed.epoch(keys)
     session.bare.train()
     bar = Bar(
         desc=f"epoch {epoch + 1}/{r.epochs}",
@@ -141,7 +141,8 @@ def _epoch(
     done = 0
     with bar:
         for x, y in batches:
-            data.seed_all(data.seed_of(r.seed, epoch, session.step, shard.rank))  # drop path, Mixup
+            # drop path draws on the device's generator (the batch was mixed in its worker)
+            data.seed_all(data.step_seed(r.seed, epoch, session.step, shard.rank), devices=device != "cpu")
             _step(session, opts, x, y, device)
             done += 1
             bar.advance(r.batch_size, done * r.batch_size / max(time.perf_counter() - start, 1e-9))
@@ -165,7 +166,7 @@ def _epoch(
 
 
 def _step(session: Session, opts: TrainOptions, x: Any, y: Any, device: str) -> None:
-    """One optimizer step on a batch: onto the device, mixed, forward, loss, backward, step."""
+    """One optimizer step on a (mixed) batch: onto the device, forward, loss, backward, step."""
     import torch
 
     from s2mlp_cli.runtime import autocast
@@ -173,8 +174,6 @@ def _step(session: Session, opts: TrainOptions, x: Any, y: Any, device: str) -> 
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if opts.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    if session.mixup is not None:
-        x, y = session.mixup(x, y)
     with autocast(device, opts.amp):
         loss = session.loss_fn(session.forward(x), y)
     session.backward_and_step(loss)

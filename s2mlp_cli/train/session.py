@@ -31,7 +31,9 @@ class Session:
         cores = max(1, (os.cpu_count() or 1) // shard.world)
         self.workers = min(8, cores) if opts.workers is None else min(opts.workers, cores)
         self.threads = use_cpu_threads(device, self.workers, shard.world, opts.threads)
-        self.dataset = data.TrainSet(p.train.samples, data.train_transform(r, p.card.preprocess), r.seed)
+        dataset = data.TrainSet(p.train.samples, data.TrainTransform(r, p.card.preprocess), r.seed)
+        mixup, self.loss_fn = mixing(r, p.num_classes)
+        self.feed = data.Feed(dataset, data.Collate(dataset.transform, mixup), self.workers, device == "cuda")
         data.seed_all(data.seed_of(r.seed, -1))  # the initial weights
         model = arch.create(p.card, num_classes=p.num_classes, drop_path_rate=r.drop_path)
         self.head_reset = False
@@ -46,7 +48,6 @@ class Session:
         self.ema = ModelEmaV3(model, decay=r.ema_decay) if r.ema else None
         self.optimizer, self.scheduler = _optimization(model, r)
         self.scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" else None
-        self.mixup, self.loss_fn = _mixing(r, p.num_classes)
         self.epoch, self.step, self.seconds = 0, 0, 0.0
         self.loss_sum, self.loss_steps = 0.0, 0
         self._loss = torch.zeros((), dtype=torch.float64, device=device)  # this epoch's, on the device
@@ -252,13 +253,19 @@ WRITTEN = (
 )
 
 
+FUSED = ("adam", "adamw")  # timm builds these from torch.optim, which takes fused=True
+
+
 def _optimization(model: Any, r: Any) -> tuple[Any, Any]:
     """The recipe's optimizer (timm's, which reads the model's no_weight_decay) and epoch-wise schedule."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
 
+    # torch's own Adam/AdamW as one fused kernel (CPU and CUDA): the same update, a step 7x shorter
+    # on a small model's many tensors than the per-tensor loop torch picks on the CPU
+    fused = {"fused": True} if r.opt in FUSED else {}
     try:
-        optimizer = create_optimizer_v2(model, opt=r.opt, lr=r.lr, weight_decay=r.weight_decay)
+        optimizer = create_optimizer_v2(model, opt=r.opt, lr=r.lr, weight_decay=r.weight_decay, **fused)
         scheduler, _ = create_scheduler_v2(
             optimizer,
             sched=r.sched,
@@ -274,7 +281,7 @@ def _optimization(model: Any, r: Any) -> tuple[Any, Any]:
     return optimizer, scheduler
 
 
-def _mixing(r: Any, num_classes: int) -> tuple[Any, Any]:
+def mixing(r: Any, num_classes: int) -> tuple[Any, Any]:
     """Mixup/CutMix (None when off) and the loss that goes with it: soft targets, smoothing, or plain."""
     import torch
     from timm.data import Mixup
