@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from s2mlp_cli.errors import ProblemsError, S2MLPError
@@ -179,6 +181,18 @@ def cpu_threads(workers: int, processes: int = 1, override: int | None = None) -
         f"{threads}: {cores} cores / {processes} process{'es' if processes != 1 else ''}, less {workers} "
         f"loader worker{'s' if workers != 1 else ''}"
     )
+
+
+@contextmanager
+def threads_kept() -> Iterator[None]:
+    """A job sets its own intra-op threads (`use_cpu_threads`); the caller's come back when it ends."""
+    import torch
+
+    caller = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(caller)
 
 
 def use_cpu_threads(device: str, workers: int, processes: int, override: int | None) -> str:

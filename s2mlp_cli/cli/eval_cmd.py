@@ -61,6 +61,11 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     help="Decoding processes (default: CPU cores per process, at most 16).",
 )
 @click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    help="CPU intra-op threads (default: the cores per process less the decoding workers, at least 1).",
+)
+@click.option(
     "--cache/--no-cache",
     default=True,
     show_default=True,

@@ -25,7 +25,7 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     `check` finds anything, S2MLPError for what only shows later (unreadable data, weights that fail)."""
     if problems := check(opts):
         raise ProblemsError(problems)
-    from s2mlp_cli.runtime import device_for, set_math_mode
+    from s2mlp_cli.runtime import device_for, set_math_mode, threads_kept
 
     device = device_for(opts.device, opts.amp)
     if opts.decode == "gpu" and device != "cuda":
@@ -33,12 +33,15 @@ def run(opts: EvalOptions) -> dict[str, Any]:
     set_math_mode(device, opts.tf32)
     shard = distributed.start(device)  # torchrun: one process per GPU (or CPU share), each a slice
     try:
-        return _run(opts, device, shard)
+        with threads_kept():  # the run sets its own (runtime.cpu_threads)
+            return _run(opts, device, shard)
     finally:
         distributed.teardown()
 
 
 def _run(opts: EvalOptions, device: str, shard: distributed.Shard) -> dict[str, Any]:
+    from s2mlp_cli.runtime import use_cpu_threads
+
     weights = _resolve(opts)
     own = _own_classes(weights)
     sets = _find_sets(opts, own)
@@ -49,6 +52,7 @@ def _run(opts: EvalOptions, device: str, shard: distributed.Shard) -> dict[str, 
     _say_sets(sets, opts)
     entries = _entries(opts, device, weights, own)
     loop = _loop(opts, device, shard)
+    threads = use_cpu_threads(device, loop.workers, shard.world, opts.threads)
     saved = {}
     if opts.compare_with:
         labels = {label: {s.key: s.label for part in parts for s in part.samples} for label, parts in sets}
@@ -64,7 +68,7 @@ def _run(opts: EvalOptions, device: str, shard: distributed.Shard) -> dict[str, 
             done.add(done.part, done.name, *finished, saved, opts)
         if not done.results:
             raise
-        doc = _document(opts, device, shard, loop, done)
+        doc = _document(opts, device, shard, loop, done, threads)
         doc["partial"] = True
         models = sorted({r["model"] for r in done.results})
         written = str(opts.output) if opts.output and not doc.get("write_errors") else ""
@@ -76,7 +80,7 @@ def _run(opts: EvalOptions, device: str, shard: distributed.Shard) -> dict[str, 
     for r in done.results:
         if r.get("set") == sets[0][0] and (message := chance_warning(r["top1"], r["images"], chance)):
             warn(f"{r['model']}: {message}")
-    return _document(opts, device, shard, loop, done)
+    return _document(opts, device, shard, loop, done, threads)
 
 
 class _Done:
@@ -211,14 +215,18 @@ def _loop(opts: EvalOptions, device: str, shard: distributed.Shard) -> Options:
     )
 
 
-def _document(opts: EvalOptions, device: str, shard: distributed.Shard, loop: Options, done: _Done) -> dict:
+def _document(
+    opts: EvalOptions, device: str, shard: distributed.Shard, loop: Options, done: _Done, threads: str
+) -> dict:
+    import torch
+
     from s2mlp_cli.runtime import dtype_label, environment
 
     for r in done.results:
         r.update(device=device, batch_size=loop.batch_size, dtype=dtype_label(opts.amp))
     env = environment(device, opts.amp, opts.tf32)
     env.update(workers=loop.workers, batch_size=loop.batch_size, channels_last=opts.channels_last)
-    env.update(compile=opts.compile)
+    env.update(compile=opts.compile, threads=torch.get_num_threads(), thread_rule=threads)
     notes = list(dict.fromkeys(r.pop("cache") for r in done.results if "cache" in r))  # one per pass
     env.update(processes=shard.world, decode=opts.decode, cache="; ".join(notes))
     extra: dict[str, Any] = {"comparisons": done.comparisons}

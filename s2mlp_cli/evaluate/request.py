@@ -35,6 +35,7 @@ class EvalOptions:
     device: str = "auto"
     batch_size: int | None = None  # 256 on the GPU, 32 on the CPU
     workers: int | None = None  # CPU cores (per process under torchrun), at most 16
+    threads: int | None = None  # CPU intra-op threads; None: runtime.cpu_threads's rule
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False

@@ -78,7 +78,9 @@ def eval_tables(doc: dict[str, Any]) -> list[Any]:
     parts.append(
         Text(
             f"{env['device_name']} ({env['device']}), {env['math_mode']}, batch {env['batch_size']}, "
-            f"{env['workers']} workers, torch {env['torch']}"
+            f"{env['workers']} workers, "
+            + (f"cpu threads {env['threads']}, " if env["device"] == "cpu" and "threads" in env else "")
+            + f"torch {env['torch']}"
         )
     )
     return parts

@@ -60,18 +60,15 @@ def run(opts: TrainOptions, stop: Stop | None = None, planned: Plan | None = Non
     p, problems = (planned, []) if planned is not None else plan(opts)
     if problems or p is None:
         raise ProblemsError(problems)
-    from s2mlp_cli.runtime import device_for, set_math_mode
+    from s2mlp_cli.runtime import device_for, set_math_mode, threads_kept
 
     device = device_for(opts.device, opts.amp)
     set_math_mode(device, opts.tf32)
     shard = distributed.start(device)  # under torchrun the first process says what happens
-    import torch
-
-    threads = torch.get_num_threads()  # the run sets its own (runtime.cpu_threads); a caller's comes back
     try:
-        return _train(p, opts, device, shard, stop)
+        with threads_kept():  # the run sets its own (runtime.cpu_threads)
+            return _train(p, opts, device, shard, stop)
     finally:
-        torch.set_num_threads(threads)
         distributed.teardown()
 
 
