@@ -89,13 +89,13 @@ def run(opts: PredictOptions) -> dict[str, Any]:
         raise ProblemsError(problems)
     samples = images(opts.paths)
     from s2mlp_cli.data import imagenet_names
-    from s2mlp_cli.runtime import device_for, environment, set_math_mode
+    from s2mlp_cli.runtime import default_batch, device_for, environment, set_math_mode
 
     device = device_for(opts.device, opts.amp)
     set_math_mode(device, False)
     card, pulled, own, model = _model(opts, device)
     names = list(own) if own else list(imagenet_names())
-    batch = opts.batch_size or (256 if device == "cuda" else 32)
+    batch = opts.batch_size or default_batch(device)
     workers = min(8, os.cpu_count() or 1) if opts.workers is None else opts.workers
     rows, skipped = _top_k(opts, model, card.preprocess, samples, names, device, batch, workers)
     env = environment(device, opts.amp, False)

@@ -183,6 +183,11 @@ def cpu_threads(workers: int, processes: int = 1, override: int | None = None) -
     )
 
 
+def default_batch(device: str) -> int:
+    """The batch of an inference pass (eval, predict, train's validation) when none is given."""
+    return 256 if device == "cuda" else 32
+
+
 @contextmanager
 def threads_kept() -> Iterator[None]:
     """A job sets its own intra-op threads (`use_cpu_threads`); the caller's come back when it ends."""

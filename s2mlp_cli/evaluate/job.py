@@ -198,16 +198,17 @@ def _entries(opts: EvalOptions, device: str, weights: list, own: list[str] | Non
 
 
 def _loop(opts: EvalOptions, device: str, shard: distributed.Shard) -> Options:
-    batch_size = opts.batch_size or (256 if device == "cuda" else 32)
+    from s2mlp_cli.runtime import default_batch
+
     cores = max(1, (os.cpu_count() or 1) // shard.world)
     workers = min(16, cores) if opts.workers is None else min(opts.workers, cores)  # no 1000 processes
     return Options(
-        device,
-        batch_size,
-        workers,
-        opts.amp,
-        opts.channels_last,
-        bool(opts.save_predictions),
+        device=device,
+        batch_size=opts.batch_size or default_batch(device),
+        workers=workers,
+        amp=opts.amp,
+        channels_last=opts.channels_last,
+        save_predictions=bool(opts.save_predictions),
         cache=opts.cache,
         decode=opts.decode,
         shard=shard,

@@ -201,12 +201,14 @@ def _validate(
     entries = [Entry("model", session.bare.eval(), p.card.preprocess, "training")]
     if session.ema is not None:
         entries.append(Entry("ema", session.ema.module.eval(), p.card.preprocess, "training"))
+    from s2mlp_cli.runtime import default_batch
+
     loop = EvalLoop(
-        device,
-        256 if device == "cuda" else 32,
-        session.workers,
-        opts.amp,
-        opts.channels_last,
+        device=device,
+        batch_size=default_batch(device),
+        workers=session.workers,
+        amp=opts.amp,
+        channels_last=opts.channels_last,
         cache=True,
         shard=shard,
     )
