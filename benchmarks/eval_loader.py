@@ -91,7 +91,7 @@ def run_ours(samples, workers: int, batch_size: int) -> float:
 def run_cached(dataset, workers: int, batch_size: int) -> float:
     """`s2mlp eval`'s own source: the cache entry the first (untimed) pass built."""
     prep = Preprocess(SIZE, CROP, INTERP, MEAN, STD)
-    opts = Options("cpu", batch_size, workers, cache=True)
+    opts = Options(device="cpu", batch_size=batch_size, workers=workers, cache=True)
     indices = list(range(len(dataset.samples)))
     source = _source(dataset, prep, indices, opts)
     if source.writer is not None:  # the first call builds the entry
@@ -124,7 +124,7 @@ def shard_worker(root: str, workers: int, batch_size: int) -> None:
     prep = Preprocess(SIZE, CROP, INTERP, MEAN, STD)
     dataset = find_dataset(root)
     shard = distributed.start("cpu")
-    opts = Options("cpu", batch_size, workers, cache=False, shard=shard)
+    opts = Options(device="cpu", batch_size=batch_size, workers=workers, cache=False, shard=shard)
     indices = shard.indices(len(dataset.samples))
     import torch.distributed as dist
 

@@ -14,24 +14,21 @@ from typing import Any
 from s2mlp_cli import report, sources
 from s2mlp_cli.console import Bar
 from s2mlp_cli.errors import S2MLPError
-from s2mlp_cli.runtime import amp_problem
+from s2mlp_cli.runtime import RunSettings, amp_problem, use_cpu_threads
 from s2mlp_cli.zoo import get_card, requested_card
 
 FORMATS = (".json", ".jsonl", ".csv")
 MAX_IMAGES = 10_000_000
 
 
-@dataclass
-class PredictOptions:
+@dataclass(frozen=True)
+class PredictOptions(RunSettings):
     variant: str
     paths: Sequence[str | Path]  # images, or folders searched recursively
     weights: str | Path | None = None
     topk: int = 5
     batch_size: int | None = None  # 256 on the GPU, 32 on the CPU
     workers: int | None = None  # decoding processes: CPU cores, at most 8
-    device: str = "auto"
-    amp: str = "none"
-    channels_last: bool = False
     output: str | Path | None = None  # .json, .jsonl or .csv, written atomically
     progress: bool = True
 
@@ -89,16 +86,19 @@ def run(opts: PredictOptions) -> dict[str, Any]:
         raise ProblemsError(problems)
     samples = images(opts.paths)
     from s2mlp_cli.data import imagenet_names
-    from s2mlp_cli.runtime import default_batch, device_for, environment, set_math_mode
+    from s2mlp_cli.runtime import default_batch, device_for, environment, set_math_mode, threads_kept
 
     device = device_for(opts.device, opts.amp)
-    set_math_mode(device, False)
+    set_math_mode(device, opts.tf32)
     card, pulled, own, model = _model(opts, device)
     names = list(own) if own else list(imagenet_names())
     batch = opts.batch_size or default_batch(device)
     workers = min(8, os.cpu_count() or 1) if opts.workers is None else opts.workers
-    rows, skipped = _top_k(opts, model, card.preprocess, samples, names, device, batch, workers)
-    env = environment(device, opts.amp, False)
+    with threads_kept():
+        threads = use_cpu_threads(device, workers, 1, opts.threads)
+        rows, skipped = _top_k(opts, model, card.preprocess, samples, names, device, batch, workers)
+    env = environment(device, opts.amp, opts.tf32)
+    env.update(thread_rule=threads)
     env.update(
         variant=card.name,
         weights=pulled.source,
@@ -130,6 +130,10 @@ def _model(opts: PredictOptions, device: str) -> tuple[Any, Any, list[str] | Non
     model = api.build_for(card, pulled, own, card.preprocess.input_size).eval().to(device)
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if opts.compile:
+        from s2mlp_cli.runtime import compiled
+
+        model = compiled(model)
     return card, pulled, own, model
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
 from s2mlp_cli.errors import ProblemsError, S2MLPError
@@ -181,6 +182,24 @@ def cpu_threads(workers: int, processes: int = 1, override: int | None = None) -
         f"{threads}: {cores} cores / {processes} process{'es' if processes != 1 else ''}, less {workers} "
         f"loader worker{'s' if workers != 1 else ''}"
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """How a job runs its model: the one declaration of these settings and their defaults. Every job's
+    request (`EvalOptions`, `TrainOptions`, `BenchOptions`) and what a job hands down (eval's
+    `feed.Options`, bench's `Settings`) is a RunSettings, so each takes them by keyword with one meaning."""
+
+    device: str = "auto"  # auto: CUDA when there is one, else the CPU (`device_for`)
+    amp: str = "none"  # none, bf16 or fp16 autocast
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model (backend: `compiled`)
+    tf32: bool = False  # TF32 matmuls on the GPU
+    threads: int | None = None  # CPU intra-op threads; None: `cpu_threads`'s rule
+
+    def run_settings(self, **changes: Any) -> dict[str, Any]:
+        """These settings as keywords (with `changes`), to hand to the next RunSettings."""
+        return {**{f.name: getattr(self, f.name) for f in fields(RunSettings)}, **changes}
 
 
 def default_batch(device: str) -> int:

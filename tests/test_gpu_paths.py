@@ -122,7 +122,7 @@ def test_a_compiled_model_sees_full_batches_only(setup, tmp_path: Path, items) -
     results = {}
     for compiled in (False, True):
         sizes.clear()
-        opts = Options("cpu", batch_size=5, workers=0, compiled=compiled)
+        opts = Options(device="cpu", batch_size=5, workers=0, compile=compiled)
         (r,), _, _ = evaluate(dataset, [Entry("evaltiny", model, prep, "w")], opts, progress=False)
         results[compiled] = {k: r[k] for k in ("top1", "top5", "loss", "images")}
         assert sizes == ([5, 5, 5] if compiled else [5, 5, len(items) - 10]), sizes

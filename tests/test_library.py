@@ -223,3 +223,32 @@ def test_result_files_respect_the_umask(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / "s.json").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_run_settings_are_declared_once() -> None:
+    """device, amp, channels-last, compile, tf32 and threads: declared in runtime.RunSettings only; every
+    request and what a job hands down is one (a resolved device may change the default, nothing else)."""
+    import ast
+
+    from s2mlp_cli.bench import BenchOptions
+    from s2mlp_cli.bench.measurement import Settings
+    from s2mlp_cli.evaluate import EvalOptions
+    from s2mlp_cli.evaluate.feed import Options
+    from s2mlp_cli.predict import PredictOptions
+    from s2mlp_cli.runtime import RunSettings
+    from s2mlp_cli.train import TrainOptions
+
+    for cls in (EvalOptions, TrainOptions, BenchOptions, PredictOptions, Settings, Options):
+        assert issubclass(cls, RunSettings), cls
+    names = {"amp", "channels_last", "compile", "tf32", "threads"}
+    homes = {
+        f"{p.relative_to(PACKAGE).as_posix()}:{node.name}"
+        for p in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(a, ast.AnnAssign) and getattr(a.target, "id", None) in names for a in node.body)
+    }
+    assert homes == {"runtime.py:RunSettings", "bench/measurement.py:Row"}, homes  # Row: what a row ran with
+    want = {"device": "cuda", "amp": "bf16", "channels_last": False, "compile": False, "tf32": False}
+    got = EvalOptions(["small"], "/data", amp="bf16").run_settings(device="cuda")
+    assert got == {**want, "threads": None}

@@ -16,19 +16,15 @@ from typing import Any
 
 from s2mlp_cli.bench.summary import summarize
 from s2mlp_cli.errors import S2MLPError
-from s2mlp_cli.runtime import autocast, dtype_label, set_math_mode
+from s2mlp_cli.runtime import RunSettings, autocast, dtype_label, set_math_mode
 from s2mlp_cli.zoo import Card, get_card
 
 
 @dataclass(frozen=True)
-class Settings:
-    """How every model of a benchmark is measured."""
+class Settings(RunSettings):
+    """How every model of a benchmark is measured (the device resolved)."""
 
-    device: str = "cpu"
-    amp: str = "none"
-    channels_last: bool = False
-    compile: bool = False
-    tf32: bool = False
+    device: str = field(default="cpu", kw_only=True)
     warmup: int = 2
     iters: int = 6  # for `measure`; the runner asks for rounds
     img_size: int | None = None  # None: each card's
@@ -140,6 +136,8 @@ class Worker:
             memory_kind="max_memory_allocated" if s.device == "cuda" else "peak RSS of the worker process",
         )
         set_math_mode(s.device, s.tf32)
+        if s.threads is not None:
+            torch.set_num_threads(s.threads)
         r.extra["baseline_rss_mib"] = _peak_memory("cpu")  # the interpreter, torch and timm, before the model
         try:
             self.model = _build(card, self.img_size)

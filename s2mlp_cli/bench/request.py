@@ -12,7 +12,7 @@ from pathlib import Path
 from s2mlp_cli import families, report
 from s2mlp_cli.bench.measurement import Settings
 from s2mlp_cli.errors import ProblemsError, S2MLPError
-from s2mlp_cli.runtime import AMP, amp_problem, device_for
+from s2mlp_cli.runtime import AMP, RunSettings, amp_problem, device_for
 from s2mlp_cli.zoo import Card, get_card, requested_card
 
 DEFAULTS = {
@@ -22,19 +22,14 @@ DEFAULTS = {
 MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: past it, time.monotonic() + timeout stops meaning anything
 
 
-@dataclass
-class BenchOptions:
+@dataclass(frozen=True)
+class BenchOptions(RunSettings):
     """One benchmark request; None means the device's default."""
 
     variants: Sequence[str] = ("s2mlpv2_small",)
     compare: Sequence[str] = ()  # family groups (vip, gfnet, ...) or variant names
-    device: str = "auto"
     batch_sizes: Sequence[int] | None = None
     img_size: int | None = None
-    amp: str = "none"
-    channels_last: bool = False
-    compile: bool = False
-    tf32: bool = False
     warmup: int | None = None
     iters: int | None = None
     rounds: int | None = None
@@ -241,11 +236,7 @@ def make_plan(opts: BenchOptions) -> Plan:
     d = DEFAULTS[device]
     iters = opts.iters or d["iters"]
     settings = Settings(
-        device=device,
-        amp=opts.amp,
-        channels_last=opts.channels_last,
-        compile=opts.compile,
-        tf32=opts.tf32,
+        **opts.run_settings(device=device),
         warmup=d["warmup"] if opts.warmup is None else opts.warmup,
         iters=iters,
         img_size=opts.img_size,

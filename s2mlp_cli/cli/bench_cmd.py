@@ -44,6 +44,7 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option("--auto-batch", is_flag=True, help="On out-of-memory, halve the batch until it fits.")
 @click.option("--weights", help="Load this file (one model only).")
 @click.option("--timeout", type=float, help="Seconds a worker may stay silent (1 to 604800).")
+@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads per worker (default: torch's).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw throughput vs top-1 and params (.png).")
 @click.option(
     "--runtime",

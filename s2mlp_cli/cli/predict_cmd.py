@@ -20,6 +20,11 @@ from s2mlp_cli.runtime import AMP, DEVICES
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(AMP), default="none", show_default=True)
 @click.option("--channels-last", is_flag=True, help="Channels-last memory format for model and input.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    help="CPU intra-op threads (default: the cores less the decoding workers, at least 1).",
+)
 @click.option("--output", help="Also write the predictions (.json, .jsonl or .csv), atomically.")
 @json_option
 def predict_command(variant: str, paths: tuple[str, ...], as_json: bool, **options) -> None:

@@ -4,29 +4,28 @@ Every batch is (crops, labels, dataset indices, per-image errors)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from s2mlp_cli.console import info, warn
 from s2mlp_cli.data import Dataset, EvalSet, cache, collate_raw, decode_on_gpu
 from s2mlp_cli.distributed import Shard
+from s2mlp_cli.runtime import RunSettings
 from s2mlp_cli.zoo import Preprocess
 
 
-@dataclass
-class Options:
-    """How a pass runs: device, batching, decoding processes and where crops come from."""
+@dataclass(frozen=True)
+class Options(RunSettings):
+    """How a pass runs (the device resolved): batching, decoding processes and where crops come from.
+    `compile`: the models are torch.compile'd, so short batches are padded and the first is not timed."""
 
-    device: str = "cpu"
+    device: str = field(default="cpu", kw_only=True)
     batch_size: int = 32
     workers: int = 2
-    amp: str = "none"
-    channels_last: bool = False
     save_predictions: bool = False
     cache: bool = False
     decode: str = "cpu"
     shard: Shard = Shard()
-    compiled: bool = False  # torch.compile'd models: short batches padded, the first batch not timed
 
 
 class Source:

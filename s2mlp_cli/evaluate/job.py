@@ -203,16 +203,13 @@ def _loop(opts: EvalOptions, device: str, shard: distributed.Shard) -> Options:
     cores = max(1, (os.cpu_count() or 1) // shard.world)
     workers = min(16, cores) if opts.workers is None else min(opts.workers, cores)  # no 1000 processes
     return Options(
-        device=device,
+        **opts.run_settings(device=device),
         batch_size=opts.batch_size or default_batch(device),
         workers=workers,
-        amp=opts.amp,
-        channels_last=opts.channels_last,
         save_predictions=bool(opts.save_predictions),
         cache=opts.cache,
         decode=opts.decode,
         shard=shard,
-        compiled=opts.compile,
     )
 
 

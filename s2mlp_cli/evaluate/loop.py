@@ -99,7 +99,7 @@ def _one_pass(
                         tops[k].append(top5)
                         predictions[k] += preds
                 seen += len(errors)
-                if opts.compiled and seen == len(errors):  # the first batch compiled the models: not timed
+                if opts.compile and seen == len(errors):  # the first batch compiled the models: not timed
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     start, untimed = time.perf_counter(), seen
@@ -229,7 +229,7 @@ def _logits(e: Entry, xin: Any, opts: Options) -> Any:
     import torch
 
     n = xin.shape[0]
-    if opts.compiled and n < opts.batch_size:
+    if opts.compile and n < opts.batch_size:
         xin = torch.cat([xin, xin.new_zeros((opts.batch_size - n, *xin.shape[1:]))])
     if opts.channels_last:
         xin = xin.contiguous(memory_format=torch.channels_last)

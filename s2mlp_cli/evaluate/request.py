@@ -11,15 +11,15 @@ from pathlib import Path
 
 from s2mlp_cli import report, sources
 from s2mlp_cli.errors import S2MLPError, UnknownModelError
-from s2mlp_cli.runtime import DECODE, amp_problem
+from s2mlp_cli.runtime import DECODE, RunSettings, amp_problem
 from s2mlp_cli.zoo import Card, Preprocess, get_card
 
 PREDICTION_FORMATS = (".jsonl", ".csv")
 MAX_RESIZE = 4096  # the shorter side an image is resized to before the crop (memory grows with its square)
 
 
-@dataclass
-class EvalOptions:
+@dataclass(frozen=True)
+class EvalOptions(RunSettings):
     """One evaluation request; None means the card's value or the device's default."""
 
     variants: Sequence[str]
@@ -32,14 +32,8 @@ class EvalOptions:
     interpolation: str | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    device: str = "auto"
     batch_size: int | None = None  # 256 on the GPU, 32 on the CPU
     workers: int | None = None  # CPU cores (per process under torchrun), at most 16
-    threads: int | None = None  # CPU intra-op threads; None: runtime.cpu_threads's rule
-    amp: str = "none"
-    channels_last: bool = False
-    compile: bool = False
-    tf32: bool = False
     limit: int | None = None
     cache: bool = True  # read / build the decoded-crop cache (s2mlp_cli.data.cache) where the disk has room
     decode: str = "cpu"  # "gpu": torchvision's nvJPEG decode and antialiased resize on the device

@@ -204,11 +204,9 @@ def _validate(
     from s2mlp_cli.runtime import default_batch
 
     loop = EvalLoop(
-        device=device,
+        **opts.run_settings(device=device, compile=False),  # the models validated are not compiled
         batch_size=default_batch(device),
         workers=session.workers,
-        amp=opts.amp,
-        channels_last=opts.channels_last,
         cache=True,
         shard=shard,
     )

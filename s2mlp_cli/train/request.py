@@ -15,7 +15,7 @@ from s2mlp_cli.data.labels import synset_index
 from s2mlp_cli.data.layouts import IMAGE_EXTS, class_folders, find_dataset
 from s2mlp_cli.data.samples import Dataset
 from s2mlp_cli.errors import S2MLPError, UnknownModelError
-from s2mlp_cli.runtime import amp_problem
+from s2mlp_cli.runtime import RunSettings, amp_problem
 from s2mlp_cli.train import recipe as recipes
 from s2mlp_cli.train.recipe import Recipe
 from s2mlp_cli.zoo import Card, get_card
@@ -26,8 +26,8 @@ STATE = "state.pt"
 _WNID = re.compile(r"^n\d{8}$")
 
 
-@dataclass
-class TrainOptions:
+@dataclass(frozen=True)
+class TrainOptions(RunSettings):
     """One training run; None means the recipe's value or the machine's default."""
 
     variant: str
@@ -39,14 +39,8 @@ class TrainOptions:
     num_classes: int | None = None  # other class folders than ImageNet-1k's (sorted folder index)
     init: str | Path | None = None  # starting weights; another number of classes resets the head
     resume: bool = False
-    device: str = "auto"
-    amp: str = "none"
-    channels_last: bool = False
-    compile: bool = False
     grad_checkpointing: bool = False
-    tf32: bool = False
     workers: int | None = None  # data-loading processes per training process
-    threads: int | None = None  # CPU intra-op threads; None: runtime.cpu_threads's rule
     plot: bool = False  # OUTPUT/curves.png after each epoch
     progress: bool = True
 
