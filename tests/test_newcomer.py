@@ -84,7 +84,7 @@ def test_eval_progress_off_a_terminal(setup, tmp_path: Path, items) -> None:
 def test_ctrl_c_on_eval_exits_130_saying_nothing_was_written(setup, tmp_path: Path, items) -> None:
     weights, labels, _ = setup
     root = tmp_path / "val"
-    for k in range(40):  # 480 images: long enough to be interrupted
+    for k in range(400):  # 4,800 images: seconds after the first progress line, so the signal lands mid-pass
         for (name, data), label in zip(items, labels, strict=True):
             folder = root / fi.synsets()[label]
             folder.mkdir(parents=True, exist_ok=True)
