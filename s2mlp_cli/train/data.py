@@ -2,7 +2,8 @@
 
 Each epoch's order is a permutation seeded by (seed, epoch); global step s takes images s*B ... s*B+B-1
 of it, and process r of w takes every w-th of those. Each image's augmentation is seeded by (seed,
-epoch, image), in whichever worker process decodes it. So one process with batch B and two with B/2
+epoch, image), in whichever worker process decodes it, and each batch's Mixup/CutMix by (seed, epoch,
+step, process). So one process with batch B and two with B/2
 each see the same images with the same crops at every step, and a run resumed at step s continues
 exactly as if it had never stopped."""
 
@@ -130,7 +131,7 @@ class TrainSet:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int] | StepSeed) -> tuple[Any, int] | StepSeed:
+    def __getitem__(self, key: tuple[int, int] | StepSeed) -> tuple[Any, int, int] | StepSeed:
         if isinstance(key, StepSeed):  # a batch's first key: passed on to `Collate`
             return key
         index, epoch = key
