@@ -66,11 +66,18 @@ def s2mlp_home() -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
+    return sized_sha256(path)[0]
+
+
+def sized_sha256(path: str | Path) -> tuple[str, int]:
+    """The file's sha256 and size, both from one open file (a rename or removal meanwhile cannot pair
+    one file's hash with another's size, or fail between the two)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest(), size
 
 
 def git_blob_sha1(data: bytes | Path) -> str:

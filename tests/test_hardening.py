@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pickle
+import traceback
 from pathlib import Path
 
 import fakeimagenet as fi
@@ -441,7 +442,7 @@ def test_concurrent_imports_end_in_one_consistent_state(zoo: Path, reference: Pa
         t.start()
     for t in threads:
         t.join()
-    assert not errors, errors
+    assert not errors, ["".join(traceback.format_exception(e)) for e in errors]
     final = sources.resolve(card)  # whichever import came last, whole and verified
     folder = Path(final.path).parent
     assert sorted(p.name for p in folder.glob("*.safetensors")) == [Path(final.path).name]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from s2mlp_cli.errors import HubError
-from s2mlp_cli.files import atomic_path, file_sha256, flock, scratch
+from s2mlp_cli.files import atomic_path, file_sha256, flock, scratch, sized_sha256
 from s2mlp_cli.sources.choice import Source, gone_error, hub_source, imported_file, read_record
 from s2mlp_cli.sources.places import discard, variant_dir
 from s2mlp_cli.zoo import Card
@@ -133,17 +133,19 @@ def commit_import(
     )
 
 
-def verify_imported(card: Card, retry: bool = True) -> Pulled:
-    """The imported file, re-hashed against the hash recorded at import; one that changed is removed."""
+def verify_imported(card: Card, retries: int = 3) -> Pulled:
+    """The imported file, re-hashed against the hash recorded at import; one that changed is removed.
+    Imports finishing meanwhile (each replaces the record and removes the file it named) are followed,
+    `retries` times."""
     record_path = variant_dir(card.name) / "source.json"
     try:
         record = json.loads(record_path.read_text())
         expected = record["sha256"]
         target = imported_file(card, record)
-        sha = file_sha256(target)
+        sha, size = sized_sha256(target)
     except FileNotFoundError:
-        if retry:  # an import finishing meanwhile replaced the record and removed the file it named
-            return verify_imported(card, retry=False)
+        if retries:
+            return verify_imported(card, retries - 1)
         raise gone_error(card) from None
     except (OSError, ValueError, KeyError, TypeError):
         with variant_lock(card):
@@ -160,8 +162,8 @@ def verify_imported(card: Card, retry: bool = True) -> Pulled:
             replaced = read_record(card) != record  # another import finished meanwhile
             if not replaced:
                 discard(target, record_path)
-        if replaced and retry:
-            return verify_imported(card, retry=False)  # check that one instead
+        if replaced and retries:
+            return verify_imported(card, retries - 1)  # check that one instead
         raise HubError(
             f"{card.name}: the imported weights changed on disk since they were imported "
             f"(sha256 {sha[:16]}…, recorded {expected[:16]}…) and were removed",
@@ -175,7 +177,7 @@ def verify_imported(card: Card, retry: bool = True) -> Pulled:
         f"imported from {record.get('source', '?')}",
         sha,
         "hash recorded at import",
-        target.stat().st_size,
+        size,
         cached=True,
         origin="pulled",
     )
