@@ -147,12 +147,14 @@ def test_learns_then_evaluates_and_pushes(imagenet: Path, tmp_path: Path, fake_h
     assert json.loads(stdout)["repo"] == "alice/evaltiny"
 
 
-def test_resumed_run_is_bit_for_bit_the_uninterrupted_one(colours: Path, tmp_path: Path) -> None:
-    """The paper's augmentation (RandAugment, Mixup/CutMix, erasing, drop path, EMA) all on."""
+@pytest.mark.parametrize("at", [2, 4], ids=["mid-epoch", "after-the-last-step"])
+def test_resumed_run_is_bit_for_bit_the_uninterrupted_one(colours: Path, tmp_path: Path, at: int) -> None:
+    """The paper's augmentation (RandAugment, Mixup/CutMix, erasing, drop path, EMA) all on; stopped in
+    the middle of epoch 2, or after its last step and before its validation (4 steps an epoch)."""
     train(options(colours, tmp_path / "whole"))
     with pytest.raises(Interrupted) as stopped:
-        train(options(colours, tmp_path / "parts"), stop=lambda epoch, step: (epoch, step) == (1, 2))
-    assert "at epoch 2, step 2" in stopped.value.kept
+        train(options(colours, tmp_path / "parts"), stop=lambda epoch, step: (epoch, step) == (1, at))
+    assert f"at epoch 2, step {at}" in stopped.value.kept
     assert not (tmp_path / "parts" / "log.jsonl").read_text().count("\n") > 1
     train(options(colours, tmp_path / "parts", resume=True))
     for name in ("last.safetensors", "best.safetensors"):

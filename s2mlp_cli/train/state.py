@@ -96,7 +96,9 @@ def check_state(
         raise bad(f"it was saved with another recipe ({', '.join(changed[:4])} differ)")
     epoch, step = saved["epoch"], saved["step"]
     counters = all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, step, saved["loss_steps"]))
-    if not counters or not 0 <= epoch <= recipe["epochs"] or not 0 <= step < max(steps, 1):
+    # step == steps: stopped after an epoch's last step, before its validation (which a resume runs)
+    done = counters and epoch == recipe["epochs"] and step != 0
+    if not counters or not 0 <= epoch <= recipe["epochs"] or not 0 <= step <= steps or done:
         raise bad(f"its counters are off (epoch {epoch!r} of {recipe['epochs']}, step {step!r} of {steps})")
     for name, mine, theirs in (("model", model, saved["model"]), ("EMA", ema, saved.get("ema"))):
         if mine is None:
