@@ -322,7 +322,6 @@ def as_pipeline(tool: str, data: Path, epochs: int) -> None:
         timm_child()
         batches, _ = timm_loaders(data, create_model(CARD, num_classes=10))
         epoch_batches = [lambda: iter(batches)] * epochs
-        mix = None
     else:
         from s2mlp_cli.train import data as train_data
         from s2mlp_cli.train.request import TrainOptions, plan
@@ -335,24 +334,20 @@ def as_pipeline(tool: str, data: Path, epochs: int) -> None:
         p, problems = plan(options)
         if problems or p is None:
             raise SystemExit(f"s2mlp cannot plan the run: {problems}")
-        r = p.recipe
-        transform = train_data.TrainTransform(r, p.card.preprocess)
-        dataset = train_data.TrainSet(p.train.samples, transform, r.seed)
-        collate = train_data.Collate(transform, mixing(r, 10)[0])
-        feed = train_data.Feed(dataset, collate, WORKERS, pin=False)
+        r = p.recipe  # the run's own feed, as `s2mlp train` builds it
+        feed = train_data.Feed.of(p.train.samples, r, p.card.preprocess, mixing(r, 10)[0], WORKERS, False)
         n = len(p.train.samples)
         epoch_batches = [
             (lambda e=e: feed.epoch(train_data.batches(n, BATCH, r.seed, e, 0, 0, 1))) for e in range(epochs)
         ]
-        mix = None  # mixed in the workers
     start = time.perf_counter()
     count = 0
     for make in epoch_batches:
-        for x, y in make():
-            if mix is not None:
-                x, y = mix(x, y)
+        for x, _ in make():  # each tool mixes before the batch comes out
             count += 1
+            last = x
     seconds = time.perf_counter() - start
+    x = last
     assert isinstance(x, torch.Tensor) and x.dtype == torch.float32, "not the batch a model takes"
     print(json.dumps({"seconds": seconds, "batches": count}))
 

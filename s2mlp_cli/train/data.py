@@ -216,6 +216,14 @@ class Feed:
             persistent_workers=workers > 0,
         )
 
+    @classmethod
+    def of(
+        cls, samples: list[Sample], recipe: Recipe, prep: Preprocess, mixup: Any, workers: int, pin: bool
+    ) -> Feed:
+        """A run's feed: the recipe's augmentation at the card's size, Mixup/CutMix in the workers."""
+        transform = TrainTransform(recipe, prep)
+        return cls(TrainSet(samples, transform, recipe.seed), Collate(transform, mixup), workers, pin)
+
     def __iter__(self) -> Any:  # the batch sampler: the current epoch's keys
         return iter(self.keys)
 

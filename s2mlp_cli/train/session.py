@@ -31,9 +31,8 @@ class Session:
         cores = max(1, (os.cpu_count() or 1) // shard.world)
         self.workers = min(8, cores) if opts.workers is None else min(opts.workers, cores)
         self.threads = use_cpu_threads(device, self.workers, shard.world, opts.threads)
-        dataset = data.TrainSet(p.train.samples, data.TrainTransform(r, p.card.preprocess), r.seed)
         mixup, self.loss_fn = mixing(r, p.num_classes)
-        self.feed = data.Feed(dataset, data.Collate(dataset.transform, mixup), self.workers, device == "cuda")
+        self.feed = data.Feed.of(p.train.samples, r, p.card.preprocess, mixup, self.workers, device == "cuda")
         data.seed_all(data.seed_of(r.seed, -1))  # the initial weights
         model = arch.create(p.card, num_classes=p.num_classes, drop_path_rate=r.drop_path)
         self.head_reset = False
